@@ -1,0 +1,159 @@
+"""GoogLeNet ("Going Deeper with Convolutions", Szegedy et al. 2014) training recipes.
+
+No argument: the paper's ImageNet recipe, on TFDS `imagenet2012` (manual download, see README):
+
+  python -m inception.main --config=configs/googlenet.py
+
+`:mini`: the embedded 10-class Caltech 101 subset (data/caltech101-mini) that `make train` runs. It uses the BN variant
+(`googlenet_bn`) at 112 px so it learns in minutes on 2 CPU cores; the published network (LRN, no BN) learns far more
+slowly from scratch on 800 images. Expect top-1 >= 0.60 on its 200 held-out images after ~10 minutes:
+
+  python -m inception.main --config=configs/googlenet.py:mini
+
+`:mini_published`: the same data with the published network (LRN, aux heads, dropout 0.4/0.7, Caffe init):
+
+  python -m inception.main --config=configs/googlenet.py:mini_published
+
+`:caltech101`: the full 101-class Caltech 101 image folder (deterministic 80/20 split by file-name hash):
+
+  python -m inception.main --config=configs/googlenet.py:caltech101 --config.data.root=../shared/data/caltech101
+
+Every key below can be overridden on the command line, e.g. `--config.optimizer.lr=0.05 --config.num_epochs=3`.
+"""
+import ml_collections
+
+
+def imagenet() -> ml_collections.ConfigDict:
+  """The paper's recipe on ImageNet: SGD momentum 0.9, lr x0.96 every 8 epochs, Polyak averaging, aux heads at 0.3."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.workdir = 'runs/googlenet_imagenet'
+
+  # Model: the published network. LRN, real 5x5 branches, two aux heads.
+  c.model = ml_collections.ConfigDict(dict(
+      name='googlenet',
+      dtype='float32',          # compute dtype ('bfloat16' for mixed precision); parameters stay float32
+      dropout_rate=0.4,
+      aux_dropout_rate=0.7,
+      aux_heads=True,
+  ))
+
+  # Data source. `source` picks a class in inception/data/sources.py.
+  c.data = ml_collections.ConfigDict(dict(
+      source='tfds',
+      root='',                  # image folder (source='folder')
+      val_fraction=0.2,         # folder without train/ and val/ subfolders: held-out fraction, split by file-name hash
+      tfds_name='imagenet2012',
+      tfds_data_dir='',         # '' = TFDS default (~/tensorflow_datasets)
+      train_split='train',
+      eval_split='validation',
+      shuffle_buffer=10_000,
+  ))
+
+  # Preprocessing: names pick functions in inception/data/preprocess.py.
+  c.pp = ml_collections.ConfigDict(dict(
+      image_size=224,
+      value_range=(-1.0, 1.0),
+      train=dict(
+          name='inception_crop',
+          area_range=(0.08, 1.0),          # the paper: patches of 8%-100% of the image area
+          aspect_range=(3 / 4, 4 / 3),     # ... with aspect ratio in [3/4, 4/3]
+          flip=True,
+          interpolations=('bilinear', 'bicubic', 'area', 'nearest'),  # chosen at random per image
+          brightness=32 / 255,
+          contrast=(0.5, 1.5),
+          saturation=(0.5, 1.5),
+          hue=0.2,
+      ),
+      eval=dict(name='central_crop', crop_ratio=0.875),
+  ))
+
+  # Optimisation. Caffe's bvlc_googlenet: lr 0.01 at batch 32, weight decay 2e-4; scaled linearly to batch 256.
+  c.batch_size = 256            # global, over all devices and hosts
+  c.eval_batch_size = 250
+  c.num_epochs = 250            # Caffe's 10M iterations at batch 32
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name='sgd', lr=0.08, momentum=0.9, nesterov=False, weight_decay=2e-4))
+  c.schedule = ml_collections.ConfigDict(dict(
+      name='staircase',         # lr = base x decay_rate ** floor(epoch / decay_epochs)
+      decay_rate=0.96,
+      decay_epochs=8,
+      warmup_epochs=0,          # optional linear warm-up from 0
+      ))
+  c.loss = ml_collections.ConfigDict(dict(aux_weight=0.3, label_smoothing=0.0))
+  c.ema = ml_collections.ConfigDict(dict(
+      decay=0.9999,
+      warmup=True,              # TensorFlow's num_updates: decay_t = min(decay, (1 + t) / (10 + t))
+  ))
+
+  # Evaluation, logging, checkpoints.
+  c.evaluators = ('classification',)
+  c.eval_every_epochs = 4
+  c.log_every_steps = 100
+  c.checkpoint_every_steps = 5000
+  c.keep_checkpoints = 3
+  return c
+
+
+def mini() -> ml_collections.ConfigDict:
+  """The embedded 10-class Caltech 101 subset with the BN variant at 112 px: learns in minutes on 2 CPU cores."""
+  c = imagenet()
+  c.workdir = 'runs/googlenet_mini'
+  c.model.name = 'googlenet_bn'
+  c.model.dropout_rate = 0.2
+  c.data.source = 'folder'
+  c.data.root = 'data/caltech101-mini'
+  c.pp.image_size = 112
+  c.batch_size = 32
+  c.eval_batch_size = 100
+  c.num_epochs = 16
+  c.optimizer.lr = 0.05
+  c.optimizer.weight_decay = 5e-5
+  c.schedule.decay_rate = 0.8       # the paper's staircase, compressed to a 16-epoch run
+  c.schedule.decay_epochs = 1
+  c.schedule.warmup_epochs = 1
+  c.loss.label_smoothing = 0.1
+  c.ema.decay = 0.99
+  c.eval_every_epochs = 4
+  c.log_every_steps = 25
+  c.checkpoint_every_steps = 100
+  return c
+
+
+def mini_published() -> ml_collections.ConfigDict:
+  """The published GoogLeNet (LRN, aux heads, Caffe init) on the embedded data."""
+  c = mini()
+  c.workdir = 'runs/googlenet_published_mini'
+  c.model.name = 'googlenet'
+  c.model.dropout_rate = 0.4
+  c.optimizer.lr = 0.01
+  c.num_epochs = 30
+  return c
+
+
+def caltech101() -> ml_collections.ConfigDict:
+  """The full Caltech 101 image folder (101 classes, ~8.7k images) with the BN variant at 128 px."""
+  c = mini()
+  c.workdir = 'runs/googlenet_caltech101'
+  c.data.root = '../shared/data/caltech101'
+  c.pp.image_size = 128
+  c.batch_size = 64
+  c.optimizer.lr = 0.1
+  c.num_epochs = 30
+  c.schedule.decay_rate = 0.9
+  c.schedule.decay_epochs = 1
+  c.ema.decay = 0.998
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 500
+  return c
+
+
+VARIANTS = {'': imagenet, 'imagenet': imagenet, 'mini': mini, 'mini_published': mini_published,
+            'caltech101': caltech101}
+
+
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  """Returns the recipe named by `arg` (see the module docstring)."""
+  if arg not in VARIANTS:
+    raise ValueError(f'Unknown googlenet config variant {arg!r}; known: {", ".join(repr(k) for k in VARIANTS)}.')
+  return VARIANTS[arg]()

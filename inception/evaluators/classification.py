@@ -1,0 +1,39 @@
+"""Single-crop classification accuracy (top-1, top-5, loss) of the raw and the EMA weights over the whole eval split."""
+from typing import Dict
+
+import jax
+import numpy as np
+
+from inception import sharding, steps
+from inception.data import pipeline
+from inception.evaluators import EVALUATORS
+
+
+@EVALUATORS.register('classification')
+class ClassificationEvaluator:
+  """Decodes each eval batch once and scores it with both weight sets; padded examples are masked out."""
+
+  def __init__(self, config, eval_graphdef, mesh, source):
+    self.config, self.mesh = config, mesh
+    self.expected = source.num_examples('eval')
+    self.eval_step = jax.jit(steps.make_eval_step(eval_graphdef), out_shardings=sharding.replicated(mesh))
+
+  def run(self, state) -> Dict[str, float]:
+    weights = {'eval': (state.params, state.model_state), 'eval_ema': (state.ema_params, state.ema_model_state)}
+    sums = {name: None for name in weights}
+    for batch in pipeline.eval_batches(self.config, process_index=jax.process_index(),
+                                       process_count=jax.process_count()):
+      batch = sharding.to_global(batch, self.mesh)
+      for name, (params, model_state) in weights.items():
+        out = self.eval_step(params, model_state, batch)
+        sums[name] = out if sums[name] is None else jax.tree.map(lambda a, b: a + b, sums[name], out)
+    results = {}
+    for name, total in sums.items():
+      total = jax.tree.map(lambda x: float(np.asarray(x)), total)
+      count = max(total['count'], 1.0)
+      results.update({f'{name}/top1': total['top1'] / count, f'{name}/top5': total['top5'] / count,
+                      f'{name}/loss': total['loss'] / count})
+    counted = int(sums['eval']['count']) if sums['eval'] is not None else 0
+    results['eval/examples'] = counted
+    results['eval/skipped_images'] = self.expected - counted
+    return results

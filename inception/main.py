@@ -1,0 +1,48 @@
+"""Command line: `python -m inception.main --config=configs/googlenet.py[:variant] [--config.key=value ...]`.
+
+Multi-host (TPU VM pods, SLURM): add `--distributed` on every host; `jax.distributed.initialize()` finds the
+coordinator from the environment (see launch/).
+"""
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from inception import config_checks
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/googlenet.py:mini.',
+                                          lock_config=True)
+_DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (multi-host runs).')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  import jax  # after flag parsing, so --help is fast
+  from inception import train
+  from inception.data import sources
+
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()
+  logging.info('JAX %s: process %d of %d, %d local / %d global devices (%s).', jax.__version__, jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
+  try:
+    results = train.train_and_evaluate(_CONFIG.value)
+  except sources.DatasetNotPreparedError as e:
+    raise app.UsageError(f'{e}\nTo train on the embedded Caltech 101 subset instead: `make train`, i.e. '
+                         f'python -m inception.main --config=configs/googlenet.py:mini') from None
+  if jax.process_index() == 0:
+    print(train.final_line(results), flush=True)
+
+
+def run():
+  """Checks `--config.*` overrides against the config before absl parses them, for a clear error on a typo."""
+  try:
+    config_checks.check_overrides(sys.argv[1:])
+  except config_checks.ConfigError as e:
+    sys.exit(f'Config error: {e}')
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,69 @@
+"""Learning-rate schedules, the optimizer and Polyak (EMA) parameter averaging, all built from the config."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from inception.registry import Registry
+
+SCHEDULES = Registry('schedule')
+
+
+@SCHEDULES.register('staircase')
+def staircase(cfg: ml_collections.ConfigDict, base_lr: float, steps_per_epoch: int, total_steps: int):
+  """The paper's schedule: base x decay_rate ** floor(epoch / decay_epochs), after an optional linear warm-up."""
+  del total_steps
+  decay = optax.exponential_decay(
+      base_lr, transition_steps=max(1, round(cfg.decay_epochs * steps_per_epoch)), decay_rate=cfg.decay_rate,
+      staircase=True)
+  return _with_warmup(decay, base_lr, round(cfg.warmup_epochs * steps_per_epoch))
+
+
+@SCHEDULES.register('cosine')
+def cosine(cfg: ml_collections.ConfigDict, base_lr: float, steps_per_epoch: int, total_steps: int):
+  """Cosine decay to zero over the run, after an optional linear warm-up."""
+  warmup = round(cfg.warmup_epochs * steps_per_epoch)
+  return _with_warmup(optax.cosine_decay_schedule(base_lr, max(1, total_steps - warmup)), base_lr, warmup)
+
+
+def _with_warmup(schedule, base_lr: float, warmup_steps: int):
+  """Prepends a linear ramp 0 -> base_lr over `warmup_steps`; the decay counts from the start of the run."""
+  if warmup_steps <= 0:
+    return schedule
+  ramp = optax.linear_schedule(0.0, base_lr, warmup_steps)
+  return lambda step: jnp.where(step < warmup_steps, ramp(step), schedule(step))
+
+
+def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int):
+  """The learning rate as a function of the step, named by `config.schedule.name`."""
+  fn = SCHEDULES.get(config.schedule.name)
+  return fn(config.schedule, config.optimizer.lr, steps_per_epoch, total_steps)
+
+
+def decay_mask(params):
+  """True for the leaves that get weight decay: kernels, not biases or norm scales/offsets (all 1-D)."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, schedule) -> optax.GradientTransformation:
+  """SGD with momentum and decoupled-from-the-loss L2 weight decay on kernels only, as Caffe applies it."""
+  opt = config.optimizer
+  if opt.name != 'sgd':
+    raise ValueError(f'Unknown optimizer {opt.name!r}; known: sgd.')
+  return optax.chain(
+      optax.add_decayed_weights(opt.weight_decay, mask=decay_mask),
+      optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov),
+  )
+
+
+def ema_decay(cfg: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:
+  """The averaging decay at `step`; with `warmup`, TensorFlow's min(decay, (1 + t) / (10 + t)) so early steps count."""
+  if not cfg.warmup:
+    return jnp.asarray(cfg.decay, jnp.float32)
+  t = step.astype(jnp.float32)
+  return jnp.minimum(cfg.decay, (1.0 + t) / (10.0 + t))
+
+
+def ema_update(ema, new, decay: jax.Array):
+  """One Polyak step: ema <- decay * ema + (1 - decay) * new, leaf by leaf."""
+  return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, new)

@@ -1,0 +1,100 @@
+"""The train state and the jitted steps: pure functions of arrays, no I/O.
+
+The NNX model is split once, outside the steps, into a static graph definition and array state (parameters, batch
+statistics); the steps merge them back inside the trace. So jit, sharding and orbax only ever see pytrees of arrays.
+"""
+from typing import Any, Callable, Dict, Tuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from inception import optim
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a run needs to continue exactly: weights, optimizer, averages, step and the RNG."""
+  step: jax.Array          # int32 []
+  params: Any              # nnx.State of nnx.Param
+  model_state: Any         # nnx.State of everything else the model holds (BatchNorm statistics); may be empty
+  opt_state: Any
+  ema_params: Any
+  ema_model_state: Any
+  rng: jax.Array           # uint32 [2]: raw key data; the step's dropout key is fold_in(rng, step)
+
+
+def create_train_state(model: nnx.Module, tx: optax.GradientTransformation, seed: int) -> Tuple[Any, TrainState]:
+  """Splits `model` into its graph definition (static) and a fresh TrainState (arrays)."""
+  graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+  state = TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, model_state=model_state, opt_state=tx.init(params),
+      ema_params=params, ema_model_state=model_state,
+      rng=jax.random.key_data(jax.random.key(seed)).astype(jnp.uint32))
+  return graphdef, state
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
+  """Mean softmax cross-entropy against one-hot labels smoothed by `label_smoothing`; logits [B, C], labels [B]."""
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+  return optax.softmax_cross_entropy(logits, targets).mean()
+
+
+def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: Callable,
+                    config: ml_collections.ConfigDict) -> Callable[[TrainState, Dict[str, jax.Array]], Any]:
+  """Returns train_step(state, batch) -> (state, metrics) for a model graph in training mode."""
+  loss_cfg, ema_cfg = config.loss, config.ema
+
+  def train_step(state: TrainState, batch: Dict[str, jax.Array]):
+    dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+    def loss_fn(params):
+      model = nnx.merge(graphdef, params, state.model_state)
+      logits, aux_logits = model(batch['image'], rngs=nnx.Rngs(dropout=dropout_key))
+      main_loss = cross_entropy(logits, batch['label'], loss_cfg.label_smoothing)
+      aux_loss = sum((cross_entropy(a, batch['label'], loss_cfg.label_smoothing) for a in aux_logits), 0.0)
+      _, _, model_state = nnx.split(model, nnx.Param, ...)
+      return main_loss + loss_cfg.aux_weight * aux_loss, (logits, main_loss, model_state)
+
+    grads, (logits, main_loss, model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    decay = optim.ema_decay(ema_cfg, state.step)
+    new_state = state.replace(
+        step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state,
+        ema_params=optim.ema_update(state.ema_params, params, decay),
+        ema_model_state=optim.ema_update(state.ema_model_state, model_state, decay))
+    metrics = {
+        'loss': main_loss,
+        'top1': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
+        'lr': schedule(state.step),
+        'grad_norm': optax.global_norm(grads),
+    }
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(graphdef) -> Callable[[Any, Any, Dict[str, jax.Array]], Dict[str, jax.Array]]:
+  """Returns eval_step(params, model_state, batch) -> summed metrics, for a model graph in eval mode.
+
+  Sums (not means) over the examples whose `mask` is 1, so padded examples never count and batches add up exactly.
+  """
+
+  def eval_step(params, model_state, batch: Dict[str, jax.Array]):
+    model = nnx.merge(graphdef, params, model_state)
+    logits, _ = model(batch['image'])
+    labels, mask = batch['label'], batch['mask']
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    top5 = jax.lax.top_k(logits, 5)[1] if logits.shape[-1] >= 5 else jnp.argsort(-logits, axis=-1)
+    return {
+        'loss': jnp.sum(losses * mask),
+        'top1': jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
+        'top5': jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * mask),
+        'count': jnp.sum(mask),
+    }
+
+  return eval_step
