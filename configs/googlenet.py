@@ -58,6 +58,7 @@ def imagenet() -> ml_collections.ConfigDict:
           name='inception_crop',
           area_range=(0.08, 1.0),          # the paper: patches of 8%-100% of the image area
           aspect_range=(3 / 4, 4 / 3),     # ... with aspect ratio in [3/4, 4/3]
+          max_attempts=10,                 # crop tries before falling back to the (aspect-clamped) whole image
           flip=True,
           interpolations=('bilinear', 'bicubic', 'area', 'nearest'),  # chosen at random per image
           brightness=32 / 255,

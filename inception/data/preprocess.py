@@ -1,0 +1,186 @@
+"""Decode + augment one encoded image into a float32 [S, S, 3] tensor; registered by name.
+
+Every function has the signature `fn(image_bytes, seed, pp) -> tf.float32 [S, S, 3]`: `seed` is an
+int [2] tensor and all randomness comes from stateless ops seeded from it, so an example's
+augmentation depends only on its seed (not on thread scheduling or how far a stream was resumed).
+`pp` is the stage's flat config: `image_size`, `value_range` plus the stage's own options.
+"""
+from typing import Callable, Sequence
+
+import ml_collections
+import tensorflow as tf
+
+from inception.registry import Registry
+
+PREPROCESS = Registry('preprocessing')
+
+INTERPOLATIONS = ('bilinear', 'bicubic', 'area', 'nearest', 'lanczos3', 'lanczos5', 'gaussian',
+                  'mitchellcubic')
+# Tries of the bounding-box sampler before it falls back to the whole image (configs set pp.train.max_attempts).
+DEFAULT_MAX_ATTEMPTS = 10
+
+
+def decode_rgb(image_bytes: tf.Tensor) -> tf.Tensor:
+  """Decodes JPEG/PNG/GIF/BMP bytes to uint8 [H, W, 3] (grayscale and CMYK become RGB; GIF: frame 0)."""
+  image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
+  image.set_shape([None, None, 3])
+  return image
+
+
+def decode_and_crop(image_bytes: tf.Tensor, window_fn: Callable[[tf.Tensor], tf.Tensor]) -> tf.Tensor:
+  """Decodes the crop `window_fn((H, W))` = int32 [y, x, h, w] of an image -> uint8 [h, w, 3].
+
+  JPEGs take the fused path: the shape comes from the header and only the window is decoded.
+  """
+  def jpeg():
+    window = window_fn(tf.image.extract_jpeg_shape(image_bytes)[:2])
+    return tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
+
+  def other():
+    image = decode_rgb(image_bytes)
+    window = window_fn(tf.shape(image)[:2])
+    return tf.slice(image, tf.stack([window[0], window[1], 0]), tf.stack([window[2], window[3], 3]))
+
+  image = tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
+  image.set_shape([None, None, 3])
+  return image
+
+
+def sample_crop_window(shape: tf.Tensor, seed: tf.Tensor, *, area_range: Sequence[float],
+                       aspect_range: Sequence[float],
+                       max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> tf.Tensor:
+  """Samples the Inception crop: int32 [4] = [y, x, h, w] inside an image of `shape` = (H, W).
+
+  The crop covers `area_range` of the image area with w/h in `aspect_range`. When the sampler gives
+  up it returns the whole image; if that image's aspect is out of range the crop shrinks to a centred
+  one with the aspect clamped into range, so the aspect bounds always hold (up to 1-px rounding).
+  """
+  shape = tf.cast(shape[:2], tf.int32)
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      tf.concat([shape, [3]], 0),
+      bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),  # [1, 1, 4]: the whole image
+      seed=seed,
+      min_object_covered=float(area_range[0]),
+      aspect_ratio_range=[float(a) for a in aspect_range],
+      area_range=[float(a) for a in area_range],
+      max_attempts=int(max_attempts),
+      use_image_if_no_bounding_boxes=True)
+  sampled = tf.stack([begin[0], begin[1], size[0], size[1]])
+
+  height, width = shape[0], shape[1]
+  h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+  lo, hi = float(aspect_range[0]), float(aspect_range[1])
+  crop_w = tf.where(w > hi * h, tf.round(h * hi), w)
+  crop_h = tf.where(w < lo * h, tf.round(w / lo), h)
+  crop_w = tf.clip_by_value(tf.cast(crop_w, tf.int32), 1, width)
+  crop_h = tf.clip_by_value(tf.cast(crop_h, tf.int32), 1, height)
+  clamped = tf.stack([(height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w])
+
+  is_whole = tf.logical_and(tf.equal(size[0], height), tf.equal(size[1], width))
+  return tf.where(is_whole, clamped, sampled)
+
+
+def to_value_range(image: tf.Tensor, value_range: Sequence[float]) -> tf.Tensor:
+  """Maps float pixels in [0, 1] (clipped first) linearly onto `value_range` = (lo, hi)."""
+  lo, hi = float(value_range[0]), float(value_range[1])
+  return lo + tf.clip_by_value(image, 0.0, 1.0) * (hi - lo)
+
+
+def _random_resize(image: tf.Tensor, size: int, seed: tf.Tensor,
+                   interpolations: Sequence[str]) -> tf.Tensor:
+  """Resizes uint8 [h, w, 3] to float32 [size, size, 3] in [0, 1] with a randomly chosen method."""
+  for method in interpolations:
+    if method not in INTERPOLATIONS:
+      raise ValueError(f'Unknown interpolation {method!r}; known: {INTERPOLATIONS}.')
+
+  def resize_with(method):
+    return lambda: tf.cast(tf.image.resize(image, [size, size], method=method), tf.float32) / 255.0
+
+  branches = [resize_with(m) for m in interpolations]
+  if len(branches) == 1:
+    return tf.clip_by_value(branches[0](), 0.0, 1.0)
+  index = tf.random.stateless_uniform([], seed, 0, len(branches), dtype=tf.int32)
+  return tf.clip_by_value(tf.switch_case(index, branches), 0.0, 1.0)
+
+
+def _photometric_ops(pp: ml_collections.ConfigDict) -> list:
+  """The enabled colour distortions as `fn(image, seed)`; 0 / None in the config turns one off."""
+  ops = []
+  if pp.get('brightness'):
+    ops.append(lambda x, s: tf.image.stateless_random_brightness(x, float(pp.brightness), s))
+  if pp.get('contrast'):
+    ops.append(lambda x, s: tf.image.stateless_random_contrast(x, *map(float, pp.contrast), s))
+  if pp.get('saturation'):
+    ops.append(lambda x, s: tf.image.stateless_random_saturation(x, *map(float, pp.saturation), s))
+  if pp.get('hue'):
+    ops.append(lambda x, s: tf.image.stateless_random_hue(x, float(pp.hue), s))
+  return ops
+
+
+def _distort_colors(image: tf.Tensor, seed: tf.Tensor, ops: Sequence[Callable]) -> tf.Tensor:
+  """Applies `ops` in a random order (uniform over permutations); each op keeps its seed in any order.
+
+  Slot i applies op order[i] via switch_case: n switch_cases of n branches, not n! chains of n ops.
+  """
+  if not ops:
+    return image
+  seeds = tf.random.experimental.stateless_split(seed, num=len(ops) + 1)  # [n + 1, 2]
+  order = tf.random.experimental.stateless_shuffle(tf.range(len(ops)), seeds[0])  # [n]
+
+  def branch(i, x):
+    return lambda: ops[i](x, seeds[i + 1])
+
+  for slot in range(len(ops)):
+    choices = [branch(i, image) for i in range(len(ops))]
+    image = tf.clip_by_value(tf.switch_case(order[slot], choices), 0.0, 1.0)
+  return image
+
+
+@PREPROCESS.register('inception_crop')
+def inception_crop(image_bytes: tf.Tensor, seed: tf.Tensor,
+                   pp: ml_collections.ConfigDict) -> tf.Tensor:
+  """The GoogLeNet training transform: random-area/aspect crop, resize, flip, colour distortions.
+
+  Reads pp.image_size, pp.value_range, pp.area_range, pp.aspect_range, pp.interpolations, pp.flip,
+  pp.brightness, pp.contrast, pp.saturation, pp.hue, pp.max_attempts.
+  """
+  seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=4)  # [4, 2]
+
+  def window_fn(shape):
+    return sample_crop_window(
+        shape, seeds[0], area_range=pp.area_range, aspect_range=pp.aspect_range,
+        max_attempts=pp.max_attempts)
+
+  image = decode_and_crop(image_bytes, window_fn)  # uint8 [h, w, 3]
+  size = int(pp.image_size)
+  image = _random_resize(image, size, seeds[1], pp.interpolations)  # float32 [S, S, 3] in [0, 1]
+  if pp.flip:
+    image = tf.image.stateless_random_flip_left_right(image, seeds[2])
+  image = _distort_colors(image, seeds[3], _photometric_ops(pp))
+  image = to_value_range(image, pp.value_range)
+  return tf.ensure_shape(image, [size, size, 3])
+
+
+@PREPROCESS.register('central_crop')
+def central_crop(image_bytes: tf.Tensor, seed: tf.Tensor,
+                 pp: ml_collections.ConfigDict) -> tf.Tensor:
+  """The eval transform: shorter side to round(S / crop_ratio), central S x S crop; `seed` unused.
+
+  Reads pp.image_size, pp.value_range, pp.crop_ratio.
+  """
+  del seed  # Deterministic.
+  size = int(pp.image_size)
+  ratio = float(pp.crop_ratio)
+  if not 0.0 < ratio <= 1.0:
+    raise ValueError(f'crop_ratio must be in (0, 1], got {ratio}.')
+  short_target = int(round(size / ratio))
+  image = decode_rgb(image_bytes)
+  hw = tf.cast(tf.shape(image)[:2], tf.float32)
+  scale = short_target / tf.reduce_min(hw)
+  # max(): keep the shorter side at exactly short_target despite float rounding.
+  new_hw = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), short_target)
+  image = tf.image.resize(image, new_hw, method='bilinear', antialias=True)  # float32, 0..255
+  top, left = (new_hw[0] - size) // 2, (new_hw[1] - size) // 2
+  image = tf.slice(image, tf.stack([top, left, 0]), [size, size, 3])
+  image = to_value_range(image / 255.0, pp.value_range)
+  return tf.ensure_shape(image, [size, size, 3])

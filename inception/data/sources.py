@@ -1,0 +1,242 @@
+"""Where examples come from: a folder of class subdirectories, or a prepared TFDS dataset.
+
+Every source yields encoded images (decoding belongs to preprocessing, so a resumed stream can skip
+examples without decoding them) as `{'image_bytes': tf.string, 'label': tf.int32}` for one process's
+shard, and knows its class and example counts. `dataset()` is `records().map(load)`: a pipeline that
+skips far ahead on resume skips records (for the folder source: file paths, no reads) and loads after.
+"""
+import hashlib
+import os
+import pathlib
+from typing import Dict, List, Optional, Tuple
+
+from absl import logging
+import ml_collections
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from inception.registry import Registry
+
+SOURCES = Registry('data source')
+
+SPLITS = ('train', 'eval')
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif', '.bmp')
+# The repository root: parent of the `inception/` package dir, for relative roots run from elsewhere.
+_REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+class DatasetNotPreparedError(ValueError):
+  """A TFDS dataset whose files are not in the data dir; the message says how to prepare it."""
+
+
+def build_source(config: ml_collections.ConfigDict):
+  """Returns the source named by `config.data.source`, built from `config.data`."""
+  return SOURCES.get(config.data.source)(config.data)
+
+
+def _check_split(split: str) -> None:
+  """Raises ValueError unless `split` is one of SPLITS."""
+  if split not in SPLITS:
+    raise ValueError(f'Unknown split {split!r}; expected one of {SPLITS}.')
+
+
+def resolve_root(root: str) -> pathlib.Path:
+  """Finds a folder root: as given (absolute or relative to the cwd), else relative to the repo root."""
+  path = pathlib.Path(os.path.expanduser(str(root)))
+  if path.is_dir():
+    return path
+  if not path.is_absolute() and (_REPO_ROOT / path).is_dir():
+    return _REPO_ROOT / path
+  raise ValueError(
+      f'Image folder {str(root)!r} does not exist (looked relative to {os.getcwd()} and {_REPO_ROOT}). '
+      'Set --config.data.root=/path/to/images (a folder of class subfolders, or of train/ and val/ '
+      'each holding class subfolders).')
+
+
+def _subdirs(path: pathlib.Path) -> List[str]:
+  """Sorted names of the visible subdirectories of `path` (top-level files are ignored)."""
+  return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith('.'))
+
+
+def _list_images(class_dir: pathlib.Path) -> Tuple[List[pathlib.Path], int]:
+  """Image files under `class_dir` (recursively, sorted) and the number of other files skipped."""
+  images, others = [], 0
+  for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+    dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
+    for name in sorted(filenames):
+      if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+        images.append(pathlib.Path(dirpath) / name)
+      else:
+        others += 1
+  return images, others
+
+
+def in_val_split(relative_path: str, val_fraction: float) -> bool:
+  """Whether a file goes to the eval split: a stable hash of its root-relative path vs val_fraction.
+
+  Hashing the path (not the listing order) keeps a file in the same split when files are added.
+  """
+  digest = hashlib.sha256(relative_path.encode('utf-8')).digest()
+  return int.from_bytes(digest[:8], 'big') / 2.0**64 < val_fraction
+
+
+@SOURCES.register('folder')
+class FolderSource:
+  """Images in `root/<class>/...`, split by hash, or in `root/train/<class>/...` and `root/val/<class>/...`.
+
+  Class names are the sorted subdirectory names (of `train/` in the second layout); labels 0..C-1.
+  In the first layout a file is in the eval split when the hash of its root-relative path falls below
+  `val_fraction`; in the second, `val_fraction` is unused.
+  """
+
+  def __init__(self, data_config: ml_collections.ConfigDict):
+    self.root = resolve_root(data_config.root)
+    self.num_ignored_files = 0
+    self._files: Dict[str, List[Tuple[str, int]]] = {s: [] for s in SPLITS}  # (path, label) sorted
+    if (self.root / 'train').is_dir() and (self.root / 'val').is_dir():
+      self.class_names = _subdirs(self.root / 'train')
+      for split, sub in (('train', 'train'), ('eval', 'val')):
+        unknown = set(_subdirs(self.root / sub)) - set(self.class_names)
+        if unknown:
+          raise ValueError(f'{self.root / sub} has classes missing from train/: {sorted(unknown)}.')
+        for label, name in enumerate(self.class_names):
+          if (self.root / sub / name).is_dir():
+            self._add(split, self.root / sub / name, label, val_fraction=None)
+    else:
+      self.class_names = _subdirs(self.root)
+      for label, name in enumerate(self.class_names):
+        self._add(None, self.root / name, label, val_fraction=float(data_config.val_fraction))
+    if not self.class_names:
+      raise ValueError(f'No class subfolders in {self.root}.')
+    for split in SPLITS:
+      self._files[split].sort()
+    if self.num_ignored_files:
+      logging.warning('FolderSource %s: ignored %d non-image files.', self.root, self.num_ignored_files)
+
+  def _add(self, split: Optional[str], class_dir: pathlib.Path, label: int,
+           val_fraction: Optional[float]) -> None:
+    """Lists one class folder into `split`, or into the hash-chosen split when `split` is None."""
+    images, others = _list_images(class_dir)
+    self.num_ignored_files += others
+    for path in images:
+      target = split
+      if target is None:
+        relative = path.relative_to(self.root).as_posix()
+        target = 'eval' if in_val_split(relative, val_fraction) else 'train'
+      self._files[target].append((str(path), label))
+
+  @property
+  def num_classes(self) -> int:
+    """Number of classes (subfolders)."""
+    return len(self.class_names)
+
+  def num_examples(self, split: str) -> int:
+    """Number of image files in `split` ('train' or 'eval'), over all processes."""
+    _check_split(split)
+    return len(self._files[split])
+
+  def files(self, split: str) -> List[Tuple[str, int]]:
+    """The sorted (path, label) list of `split`, over all processes."""
+    _check_split(split)
+    return list(self._files[split])
+
+  def records(self, split: str, *, process_index: int, process_count: int,
+              shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
+    """One pass over this process's files as {'path', 'label'}: cheap to skip (nothing is read).
+
+    The shard is every `process_count`-th file of the sorted list, from `process_index`. With `shuffle_seed`, the file list is shuffled, and reshuffled on each repeat(), deterministically.
+    """
+    _check_split(split)
+    shard = self._files[split][process_index::process_count]
+    paths = tf.constant([p for p, _ in shard], tf.string, shape=[len(shard)])
+    labels = tf.constant([l for _, l in shard], tf.int32, shape=[len(shard)])
+    ds = tf.data.Dataset.from_tensor_slices({'path': paths, 'label': labels})
+    if shuffle_seed is not None and shard:
+      ds = ds.shuffle(len(shard), seed=int(shuffle_seed), reshuffle_each_iteration=True)
+    return ds
+
+  @staticmethod
+  def load(record: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Reads a record's file: {'path', 'label'} -> {'image_bytes', 'label'}."""
+    return {'image_bytes': tf.io.read_file(record['path']), 'label': record['label']}
+
+  def dataset(self, split: str, *, process_index: int, process_count: int,
+              shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
+    """records() with the files read: {'image_bytes', 'label'} (see records() for order)."""
+    return self.records(split, process_index=process_index, process_count=process_count,
+                        shuffle_seed=shuffle_seed).map(
+                            self.load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _not_prepared_message(name: str, data_dir: str) -> str:
+  """How to prepare TFDS dataset `name`; ImageNet needs a manual download first."""
+  message = f'TFDS dataset {name!r} is not prepared in {data_dir}. '
+  if name.split(':')[0].split('/')[0] == 'imagenet2012':
+    message += ('Download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (image-net.org) into '
+                '~/tensorflow_datasets/downloads/manual/ and run `tfds build imagenet2012`, ')
+  else:
+    message += f'Run `tfds build {name}` (with --data_dir to put it elsewhere), '
+  return message + 'or point --config.data.tfds_data_dir at a directory where it is prepared.'
+
+
+def _is_prepared(builder) -> bool:
+  """Whether the builder's files exist (`is_prepared()`, else the presence of dataset_info.json)."""
+  if hasattr(builder, 'is_prepared'):
+    return builder.is_prepared()
+  return tf.io.gfile.exists(os.path.join(builder.data_dir, 'dataset_info.json'))
+
+
+@SOURCES.register('tfds')
+class TfdsSource:
+  """A prepared TFDS dataset with 'image' and 'label' features; images stay encoded (SkipDecoding)."""
+
+  def __init__(self, data_config: ml_collections.ConfigDict):
+    self.name = data_config.tfds_name
+    self.shuffle_buffer = int(data_config.shuffle_buffer)
+    self._splits = {'train': data_config.train_split, 'eval': data_config.eval_split}
+    self.builder = tfds.builder(self.name, data_dir=data_config.tfds_data_dir)
+    if not _is_prepared(self.builder):
+      raise DatasetNotPreparedError(_not_prepared_message(self.name, self.builder.data_dir))
+
+  @property
+  def num_classes(self) -> int:
+    """Number of classes of the 'label' feature."""
+    return self.builder.info.features['label'].num_classes
+
+  def num_examples(self, split: str) -> int:
+    """Number of examples in `split` ('train' or 'eval'), over all processes (from the dataset info)."""
+    _check_split(split)
+    return self.builder.info.splits[self._splits[split]].num_examples
+
+  def records(self, split: str, *, process_index: int, process_count: int,
+              shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
+    """One pass over this process's even share of the split, as {'image_bytes', 'label'}.
+
+    With `shuffle_seed`: file order and a `shuffle_buffer` record buffer are shuffled, and reshuffled
+    on each repeat(), deterministically for the seed.
+    """
+    _check_split(split)
+    shuffle = shuffle_seed is not None
+    subsplit = tfds.split_for_jax_process(
+        self._splits[split], process_index=process_index, process_count=process_count)
+    read_config = tfds.ReadConfig(
+        shuffle_seed=int(shuffle_seed) if shuffle else None,
+        shuffle_reshuffle_each_iteration=True if shuffle else None)
+    ds = self.builder.as_dataset(
+        split=subsplit, shuffle_files=shuffle, read_config=read_config,
+        decoders={'image': tfds.decode.SkipDecoding()})
+    if shuffle:
+      ds = ds.shuffle(self.shuffle_buffer, seed=int(shuffle_seed), reshuffle_each_iteration=True)
+    return ds.map(lambda ex: {'image_bytes': ex['image'], 'label': tf.cast(ex['label'], tf.int32)},
+                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+  @staticmethod
+  def load(record: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Records already hold the encoded image: identity."""
+    return record
+
+  def dataset(self, split: str, *, process_index: int, process_count: int,
+              shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
+    """The same as records(): {'image_bytes', 'label'}."""
+    return self.records(split, process_index=process_index, process_count=process_count,
+                        shuffle_seed=shuffle_seed)

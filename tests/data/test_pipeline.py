@@ -1,0 +1,196 @@
+"""Tests for inception/data/pipeline.py: batch shapes, determinism, resume, skipped images, eval padding."""
+import collections
+import itertools
+import pathlib
+
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from inception.data import pipeline
+
+IMAGE_SIZE = 16
+
+
+def write_jpeg(path: pathlib.Path, seed: int) -> None:
+  """Writes a random (unique per seed) JPEG whose size varies with the seed."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  shape = (20 + seed % 7 * 4, 28 - seed % 5 * 2, 3)
+  pixels = np.random.RandomState(seed).randint(0, 256, shape).astype(np.uint8)
+  path.write_bytes(tf.io.encode_jpeg(pixels).numpy())
+
+
+def make_folder(root: pathlib.Path, counts: dict, start_seed: int = 0) -> None:
+  """Writes `counts[class]` JPEGs per class under root/<class>/."""
+  seed = start_seed
+  for name, count in counts.items():
+    for i in range(count):
+      write_jpeg(root / name / f'{i:03d}.jpg', seed)
+      seed += 1
+
+
+def make_config(root, **overrides) -> ml_collections.ConfigDict:
+  """The full config the training loop passes, shrunk for tests."""
+  config = ml_collections.ConfigDict(dict(
+      seed=0, batch_size=8, eval_batch_size=10,
+      data=dict(source='folder', root=str(root), val_fraction=0.0, tfds_name='imagenet2012',
+                tfds_data_dir=None, train_split='train', eval_split='validation', shuffle_buffer=16),
+      pp=dict(image_size=IMAGE_SIZE, value_range=(-1.0, 1.0),
+              train=dict(name='inception_crop', area_range=(0.08, 1.0), aspect_range=(3 / 4, 4 / 3),
+                         flip=True, interpolations=('bilinear', 'bicubic', 'area', 'nearest'),
+                         brightness=32 / 255, contrast=(0.5, 1.5), saturation=(0.5, 1.5), hue=0.2,
+                         max_attempts=10),
+              eval=dict(name='central_crop', crop_ratio=0.875))))
+  config.update(overrides)
+  return config
+
+
+@pytest.fixture
+def folder(tmp_path):
+  """30 training images in 3 classes."""
+  make_folder(tmp_path, {'a': 10, 'b': 12, 'c': 8})
+  return tmp_path
+
+
+def take(iterator, n):
+  """The first n batches of an iterator."""
+  return list(itertools.islice(iterator, n))
+
+
+def test_train_batch_shapes_and_values(folder):
+  batches = take(pipeline.train_batches(make_config(folder), process_index=0, process_count=1), 5)
+  for batch in batches:
+    assert set(batch) == {'image', 'label', 'index'}
+    assert batch['image'].shape == (8, IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert batch['image'].dtype == np.float32
+    assert batch['image'].min() >= -1.0 and batch['image'].max() <= 1.0
+    assert batch['label'].dtype == np.int32 and batch['label'].shape == (8,)
+    assert batch['index'].dtype == np.int64
+  indices = np.concatenate([b['index'] for b in batches])
+  np.testing.assert_array_equal(indices, np.arange(40))  # Endless: 40 > 30 images.
+  labels = np.concatenate([b['label'] for b in batches])
+  assert collections.Counter(labels[:30].tolist()) == {0: 10, 1: 12, 2: 8}  # Epoch 1 = every image.
+
+
+def test_train_is_deterministic_for_a_seed(folder):
+
+  def run(config):
+    return take(pipeline.train_batches(config, process_index=0, process_count=1), 3)
+
+  first, again = run(make_config(folder)), run(make_config(folder))
+  other = run(make_config(folder, seed=1))
+  for a, b in zip(first, again):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+  assert not np.array_equal(first[0]['image'], other[0]['image'])
+
+
+def test_resume_reproduces_the_uninterrupted_stream(folder):
+  config = make_config(folder)
+  full = take(pipeline.train_batches(config, process_index=0, process_count=1), 6)
+  resumed = take(pipeline.train_batches(config, process_index=0, process_count=1,
+                                        start_position=2 * 8), 4)
+  for a, b in zip(full[2:], resumed):  # Crosses the epoch boundary at 30.
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_train_process_sharding(folder):
+  config = make_config(folder)
+  batches = [take(pipeline.train_batches(config, process_index=i, process_count=2), 4)
+             for i in range(2)]
+  first_epochs = []  # Each process holds 15 of the 30 images: its first 15 stream positions.
+  for per_process in batches:
+    assert all(b['image'].shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3) for b in per_process)
+    first_epochs.extend(np.concatenate([b['label'] for b in per_process])[:15].tolist())
+  assert collections.Counter(first_epochs) == {0: 10, 1: 12, 2: 8}
+  with pytest.raises(ValueError, match='divisible'):
+    pipeline.train_batches(config, process_index=0, process_count=3)
+
+
+def test_corrupt_image_is_skipped_and_counted(folder):
+  (folder / 'b' / 'broken.jpg').write_bytes(b'this is not an image')
+  counter = pipeline.SkipCounter()
+  indices = []
+  for batch in take(pipeline.train_batches(make_config(folder), process_index=0, process_count=1), 6):
+    assert batch['image'].shape[0] == 8
+    counter.update(batch['index'])
+    indices.extend(batch['index'].tolist())
+  missing = sorted(set(range(indices[-1] + 1)) - set(indices))
+  assert counter.skipped == len(missing)
+  assert counter.position == indices[-1] + 1
+  assert sum(m < 31 for m in missing) == 1  # 31 files per epoch, one of them broken.
+
+
+def test_skip_counter():
+  counter = pipeline.SkipCounter()
+  counter.update(np.array([0, 1, 2, 3]))
+  assert (counter.skipped, counter.position) == (0, 4)
+  counter.update(np.array([4, 6, 7, 9]))
+  assert (counter.skipped, counter.position) == (2, 10)
+  counter.update(np.array([], np.int64))
+  assert (counter.skipped, counter.position) == (2, 10)
+  resumed = pipeline.SkipCounter(start_position=100, skipped=2)
+  resumed.update([101, 102])
+  assert (resumed.skipped, resumed.position) == (3, 103)
+
+
+def eval_folder(root: pathlib.Path, counts: dict) -> None:
+  """A train/ val/ layout with `counts` eval images per class."""
+  make_folder(root / 'train', {name: 1 for name in counts})
+  make_folder(root / 'val', counts, start_seed=100)
+
+
+@pytest.mark.parametrize('counts', [{'a': 8, 'b': 8, 'c': 7}, {'a': 11, 'b': 10}])
+@pytest.mark.parametrize('process_count', [1, 2])
+def test_eval_counts_every_image_once(tmp_path, counts, process_count):
+  eval_folder(tmp_path, counts)
+  config = make_config(tmp_path)
+  total = sum(counts.values())
+  local = 10 // process_count
+  per_process = []
+  for index in range(process_count):
+    evals = pipeline.eval_batches(config, process_index=index, process_count=process_count)
+    assert evals.num_examples == total and evals.num_batches == len(evals) == 3
+    per_process.append(list(evals))
+  labels, images = [], []
+  for batches in per_process:
+    assert len(batches) == 3  # ceil(total / 10) on every process.
+    for batch in batches:
+      assert set(batch) == {'image', 'label', 'mask'}
+      assert batch['image'].shape == (local, IMAGE_SIZE, IMAGE_SIZE, 3)
+      assert batch['mask'].dtype == np.float32
+      real = batch['mask'] == 1.0
+      assert set(np.unique(batch['mask'])) <= {0.0, 1.0}
+      assert (batch['image'][~real] == 0).all()
+      labels.extend(batch['label'][real].tolist())
+      images.extend(image.tobytes() for image in batch['image'][real])
+  assert len(labels) == total
+  assert collections.Counter(labels) == {i: n for i, n in enumerate(counts.values())}
+  assert len(set(images)) == total  # Each (distinct) image exactly once.
+
+
+def test_eval_skips_corrupt_images_and_stays_in_step(tmp_path):
+  eval_folder(tmp_path, {'a': 12, 'b': 11})
+  (tmp_path / 'val' / 'a' / 'zz_broken.png').write_bytes(b'\x89PNG but not really')
+  evals = pipeline.eval_batches(make_config(tmp_path), process_index=0, process_count=1)
+  batches = list(evals)
+  assert len(batches) == evals.num_batches == 3
+  seen = sum(float(b['mask'].sum()) for b in batches)
+  assert evals.num_examples - seen == 1  # The documented way to count skipped eval images.
+  assert len(list(evals)) == 3  # Iterating again gives a fresh pass.
+
+
+def test_eval_batch_must_divide(tmp_path):
+  eval_folder(tmp_path, {'a': 3})
+  with pytest.raises(ValueError, match='divisible'):
+    pipeline.eval_batches(make_config(tmp_path), process_index=0, process_count=3)
+
+
+def test_stage_pp_overlays_stage_keys():
+  pp = ml_collections.ConfigDict(dict(image_size=8, value_range=(0.0, 1.0),
+                                      train=dict(name='x', image_size=4), eval=dict(name='y')))
+  assert pipeline.stage_pp(pp, 'train').to_dict() == dict(image_size=4, value_range=(0.0, 1.0),
+                                                          name='x')
+  assert pipeline.stage_pp(pp, 'eval').image_size == 8
