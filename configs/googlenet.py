@@ -107,15 +107,15 @@ def mini() -> ml_collections.ConfigDict:
   c.pp.image_size = 112
   c.batch_size = 32
   c.eval_batch_size = 100
-  c.num_epochs = 16
+  c.num_epochs = 14
   c.optimizer.lr = 0.05
   c.optimizer.weight_decay = 5e-5
-  c.schedule.decay_rate = 0.8       # the paper's staircase, compressed to a 16-epoch run
+  c.schedule.decay_rate = 0.77      # the paper's staircase, compressed to a 14-epoch run
   c.schedule.decay_epochs = 1
   c.schedule.warmup_epochs = 1
   c.loss.label_smoothing = 0.1
   c.ema.decay = 0.99
-  c.eval_every_epochs = 4
+  c.eval_every_epochs = 7
   c.log_every_steps = 25
   c.checkpoint_every_steps = 100
   return c

@@ -17,6 +17,7 @@ class Checkpointer:
   """Saves every `every_steps` (and when forced), keeps the last `keep`, restores the latest."""
 
   def __init__(self, workdir: str, every_steps: int, keep: int):
+    self.every_steps = every_steps
     self.manager = ocp.CheckpointManager(
         os.path.abspath(os.path.join(workdir, 'checkpoints')),
         options=ocp.CheckpointManagerOptions(save_interval_steps=every_steps, max_to_keep=keep),
@@ -27,9 +28,7 @@ class Checkpointer:
 
   def maybe_save(self, step: int, state, position: int, skipped: int, force: bool = False) -> bool:
     """Saves asynchronously when due (or `force`); the host-local input position is gathered from every process."""
-    if not (force or self.manager.should_save(step)):
-      return False
-    if step in self.manager.all_steps():
+    if not (force or step % self.every_steps == 0) or step in self.manager.all_steps():
       return False
     gathered = multihost_utils.process_allgather(np.asarray([position, skipped], np.int64))
     gathered = np.asarray(gathered).reshape(-1, 2)

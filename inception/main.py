@@ -3,6 +3,7 @@
 Multi-host (TPU VM pods, SLURM): add `--distributed` on every host; `jax.distributed.initialize()` finds the
 coordinator from the environment (see launch/).
 """
+import logging as std_logging
 import sys
 
 from absl import app, flags, logging
@@ -15,9 +16,15 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. con
 _DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (multi-host runs).')
 
 
+def _quiet_libraries(record: std_logging.LogRecord) -> bool:
+  """Drops orbax's per-save INFO chatter from the console; its warnings and errors still show."""
+  return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  logging.get_absl_handler().addFilter(_quiet_libraries)
   import jax  # after flag parsing, so --help is fast
   from inception import train
   from inception.data import sources
@@ -29,8 +36,8 @@ def main(argv):
   try:
     results = train.train_and_evaluate(_CONFIG.value)
   except sources.DatasetNotPreparedError as e:
-    raise app.UsageError(f'{e}\nTo train on the embedded Caltech 101 subset instead: `make train`, i.e. '
-                         f'python -m inception.main --config=configs/googlenet.py:mini') from None
+    sys.exit(f'{e}\nTo train on the embedded Caltech 101 subset instead: `make train`, i.e. '
+             f'python -m inception.main --config=configs/googlenet.py:mini')
   if jax.process_index() == 0:
     print(train.final_line(results), flush=True)
 

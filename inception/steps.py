@@ -32,7 +32,8 @@ def create_train_state(model: nnx.Module, tx: optax.GradientTransformation, seed
   graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
   state = TrainState(
       step=jnp.zeros((), jnp.int32), params=params, model_state=model_state, opt_state=tx.init(params),
-      ema_params=params, ema_model_state=model_state,
+      # The averages start as copies: separate buffers, so the jitted step may donate every leaf.
+      ema_params=jax.tree.map(jnp.copy, params), ema_model_state=jax.tree.map(jnp.copy, model_state),
       rng=jax.random.key_data(jax.random.key(seed)).astype(jnp.uint32))
   return graphdef, state
 
@@ -52,7 +53,8 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: Callab
     dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
     def loss_fn(params):
-      model = nnx.merge(graphdef, params, state.model_state)
+      # copy=True: fresh Variables at this (grad) trace level, so BatchNorm may update its statistics here.
+      model = nnx.merge(graphdef, params, state.model_state, copy=True)
       logits, aux_logits = model(batch['image'], rngs=nnx.Rngs(dropout=dropout_key))
       main_loss = cross_entropy(logits, batch['label'], loss_cfg.label_smoothing)
       aux_loss = sum((cross_entropy(a, batch['label'], loss_cfg.label_smoothing) for a in aux_logits), 0.0)

@@ -194,7 +194,7 @@ class TfdsSource:
     self.name = data_config.tfds_name
     self.shuffle_buffer = int(data_config.shuffle_buffer)
     self._splits = {'train': data_config.train_split, 'eval': data_config.eval_split}
-    self.builder = tfds.builder(self.name, data_dir=data_config.tfds_data_dir)
+    self.builder = tfds.builder(self.name, data_dir=data_config.tfds_data_dir or None)  # '' = TFDS default
     if not _is_prepared(self.builder):
       raise DatasetNotPreparedError(_not_prepared_message(self.name, self.builder.data_dir))
 

@@ -1,0 +1,32 @@
+"""`python -m inception.models NAME [--num-classes N] [--image-size S]`: print a model summary.
+
+The model is built abstractly (nnx.eval_shape), so no parameters are materialized.
+"""
+import argparse
+from typing import Optional, Sequence
+
+from flax import nnx
+
+from inception.models import MODELS
+from inception.models import summary
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  """Parses the command line, builds the named model shape-only and prints its summary."""
+  parser = argparse.ArgumentParser(prog='python -m inception.models', description=__doc__)
+  parser.add_argument('name', help=f'model name, one of: {", ".join(MODELS.names())}')
+  parser.add_argument('--num-classes', type=int, default=1000)
+  parser.add_argument('--image-size', type=int, default=224)
+  args = parser.parse_args(argv)
+  try:
+    constructor = MODELS.get(args.name)
+  except ValueError as e:
+    parser.error(str(e))
+  model = nnx.eval_shape(lambda: constructor(
+      num_classes=args.num_classes, image_size=args.image_size, rngs=nnx.Rngs(params=0)))
+  rows, totals = summary.summarize(model, args.image_size)
+  print(summary.format_summary(rows, totals))
+
+
+if __name__ == '__main__':
+  main()

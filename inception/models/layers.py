@@ -1,0 +1,192 @@
+"""Building blocks shared by the Inception-family models (NHWC, Caffe conventions).
+
+Caffe's choices matter for reproducing the published numbers: "xavier" init is a fan-in
+uniform, pooling rounds the output size up, and LRN divides alpha by the window size.
+"""
+from typing import Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+DTypeLike = Union[str, jnp.dtype, type]
+Padding = Union[int, Tuple[int, int]]
+
+
+def xavier_init() -> jax.nn.initializers.Initializer:
+  """Caffe's "xavier" filler: uniform in +-sqrt(3 / fan_in), i.e. variance 1 / fan_in."""
+  return jax.nn.initializers.variance_scaling(1.0, 'fan_in', 'uniform')
+
+
+def canonical_dtype(dtype: DTypeLike) -> jnp.dtype:
+  """Turns 'float32' / 'bfloat16' / a jnp dtype into a numpy dtype object."""
+  return jnp.dtype(dtype)
+
+
+def _pair(value: Padding) -> Tuple[int, int]:
+  """Expands an int to an (h, w) pair; passes pairs through."""
+  if isinstance(value, int):
+    return value, value
+  h, w = value
+  return int(h), int(w)
+
+
+def conv_out_size(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
+  """Output length of a convolution along one axis (Caffe and XLA both round down)."""
+  return (size + 2 * padding - kernel) // stride + 1
+
+
+def pool_out_size(size: int, window: int, stride: int, padding: int = 0) -> int:
+  """Output length of a Caffe pooling along one axis: rounded up, last window must start inside.
+
+  Caffe: out = ceil((size + 2 * pad - window) / stride) + 1, then one less if the last window
+  would start in the bottom/right padding.
+  """
+  out = -(-(size + 2 * padding - window) // stride) + 1  # Ceil division.
+  if padding > 0 and (out - 1) * stride >= size + padding:
+    out -= 1
+  return max(out, 1)
+
+
+def _pool_pads(size: int, window: int, stride: int, padding: int) -> Tuple[int, int]:
+  """(low, high) padding that makes a VALID window sweep yield Caffe's output length."""
+  out = pool_out_size(size, window, stride, padding)
+  high = (out - 1) * stride + window - size - padding
+  return padding, max(high, 0)
+
+
+def _reduce_pool(x: jax.Array, init, op, window: int, stride: int, padding: int) -> jax.Array:
+  """Square 2-D reduce_window over NHWC `x`, padded with `init` to Caffe's output size."""
+  _, h, w, _ = x.shape
+  pads = ((0, 0), _pool_pads(h, window, stride, padding), _pool_pads(w, window, stride, padding),
+          (0, 0))
+  y = jax.lax.reduce_window(x, init, op, (1, window, window, 1), (1, stride, stride, 1), pads)
+  # Only when window < stride can the sweep give one extra (dropped-by-Caffe) position.
+  return y[:, :pool_out_size(h, window, stride, padding), :pool_out_size(w, window, stride,
+                                                                          padding)]
+
+
+def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Array:
+  """Caffe max pooling on NHWC `x`; padding and the round-up overhang count as -inf."""
+  return _reduce_pool(x, np.array(-np.inf, dtype=x.dtype), jax.lax.max, window, stride, padding)
+
+
+def _avg_pool_counts(size: int, window: int, stride: int, padding: int) -> np.ndarray:
+  """Caffe's divisor per output position along one axis: the window clipped at size + padding."""
+  out = pool_out_size(size, window, stride, padding)
+  start = np.arange(out) * stride - padding
+  end = np.minimum(start + window, size + padding)
+  return (end - start).astype(np.float32)
+
+
+def avg_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Array:
+  """Caffe average pooling on NHWC `x`; a window overhanging the edge averages its valid part.
+
+  (With padding > 0 Caffe counts the explicit padding in the divisor but never the round-up
+  overhang; this follows it. Sums are taken in at least float32.)
+  """
+  _, h, w, _ = x.shape
+  acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
+  sums = _reduce_pool(x.astype(acc_dtype), np.array(0, acc_dtype), jax.lax.add, window, stride,
+                      padding)
+  counts = np.outer(_avg_pool_counts(h, window, stride, padding),
+                    _avg_pool_counts(w, window, stride, padding))  # [H_out, W_out]
+  return (sums / counts[None, :, :, None]).astype(x.dtype)
+
+
+def global_avg_pool(x: jax.Array) -> jax.Array:
+  """Mean over the spatial axes: [B, H, W, C] -> [B, C], accumulated in at least float32."""
+  acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
+  return jnp.mean(x, axis=(1, 2), dtype=acc_dtype).astype(x.dtype)
+
+
+def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
+                        k: float = 1.0) -> jax.Array:
+  """LRN across channels, Caffe convention: x / (k + alpha / size * sum_window x^2) ** beta.
+
+  The window of `size` channels is centred on each channel and clipped at the edges (zero
+  padding). Computed in at least float32 and cast back to x's dtype.
+  """
+  acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
+  xf = x.astype(acc_dtype)
+  low = (size - 1) // 2
+  pads = ((0, 0),) * (x.ndim - 1) + ((low, size - 1 - low),)
+  dims = (1,) * (x.ndim - 1) + (size,)
+  sq_sum = jax.lax.reduce_window(xf * xf, np.array(0, acc_dtype), jax.lax.add, dims,
+                                 (1,) * x.ndim, pads)
+  scale = k + (alpha / size) * sq_sum
+  return (xf * scale ** -beta).astype(x.dtype)
+
+
+class MaxPool(nnx.Module):
+  """Stateless module wrapper of `max_pool` (Caffe ceil rounding), so a pool can be a stage."""
+
+  def __init__(self, window: int, stride: int, padding: int = 0):
+    self.window, self.stride, self.padding = window, stride, padding
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """[B, H, W, C] -> [B, H', W', C] with Caffe's output size."""
+    return max_pool(x, self.window, self.stride, self.padding)
+
+
+class LocalResponseNorm(nnx.Module):
+  """Stateless module wrapper of `local_response_norm` with its hyperparameters."""
+
+  def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
+    self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Normalizes `x` across its last (channel) axis; shape and dtype unchanged."""
+    return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+
+
+def _conv(in_channels: int, out_channels: int, kernel: int, stride: int, padding: Padding,
+          use_bias: bool, bias_init: float, dtype: DTypeLike, rngs: nnx.Rngs) -> nnx.Conv:
+  """An nnx.Conv with explicit symmetric padding, xavier kernel and float32 parameters."""
+  ph, pw = _pair(padding)
+  return nnx.Conv(
+      in_channels, out_channels, kernel_size=(kernel, kernel), strides=(stride, stride),
+      padding=((ph, ph), (pw, pw)), use_bias=use_bias, dtype=canonical_dtype(dtype),
+      param_dtype=jnp.float32, kernel_init=xavier_init(),
+      bias_init=jax.nn.initializers.constant(bias_init), rngs=rngs)
+
+
+class ConvReLU(nnx.Module):
+  """Convolution with bias, then ReLU: the GoogLeNet unit. The bias starts at 0.2, as in Caffe."""
+
+  def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1,
+               padding: Padding = 0, *, bias_init: float = 0.2, dtype: DTypeLike = 'float32',
+               rngs: nnx.Rngs):
+    self.conv = _conv(in_channels, out_channels, kernel, stride, padding, True, bias_init, dtype,
+                      rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """[B, H, W, C_in] -> [B, H', W', C_out] in the compute dtype."""
+    return jax.nn.relu(self.conv(x))
+
+
+class ConvBNReLU(nnx.Module):
+  """Convolution without bias, BatchNorm, ReLU: the unit of the batch-normalized variants."""
+
+  def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1,
+               padding: Padding = 0, *, momentum: float = 0.9, epsilon: float = 1e-3,
+               dtype: DTypeLike = 'float32', rngs: nnx.Rngs):
+    self.conv = _conv(in_channels, out_channels, kernel, stride, padding, False, 0.0, dtype, rngs)
+    # use_fast_variance=False: the two-pass var = E[(x - mean)^2], not E[x^2] - mean^2, which cancels badly when
+    # mean >> std (as after a bias-free conv), e.g. in bfloat16.
+    self.bn = nnx.BatchNorm(out_channels, momentum=momentum, epsilon=epsilon, use_fast_variance=False,
+                            dtype=canonical_dtype(dtype), param_dtype=jnp.float32, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """[B, H, W, C_in] -> [B, H', W', C_out]; BN uses batch or running stats per its mode."""
+    return jax.nn.relu(self.bn(self.conv(x)))
+
+
+def dense(in_features: int, out_features: int, *, bias_init: float, dtype: DTypeLike,
+          rngs: nnx.Rngs) -> nnx.Linear:
+  """An nnx.Linear with xavier kernel, constant bias and float32 parameters."""
+  return nnx.Linear(in_features, out_features, dtype=canonical_dtype(dtype),
+                    param_dtype=jnp.float32, kernel_init=xavier_init(),
+                    bias_init=jax.nn.initializers.constant(bias_init), rngs=rngs)
+

@@ -1,0 +1,198 @@
+"""End to end: the train step learns, 1 device equals 4, a resumed run equals an uninterrupted one, errors are clear."""
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from flax import nnx
+
+from configs import googlenet
+from inception import models, optim, sharding, steps, train
+from inception.data import pipeline
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MINI = os.path.join(REPO, 'data', 'caltech101-mini')
+
+
+@pytest.fixture(scope='module')
+def small_folder(tmp_path_factory):
+  """Two real classes, 12 images each, from the embedded data: ~18 train / ~6 eval images."""
+  root = tmp_path_factory.mktemp('images')
+  for cls in ('Faces_easy', 'Motorbikes'):
+    os.makedirs(root / cls)
+    for name in sorted(os.listdir(os.path.join(MINI, cls)))[:12]:
+      shutil.copy(os.path.join(MINI, cls, name), root / cls / name)
+  return str(root)
+
+
+def tiny_config(root, workdir, **overrides):
+  """The `mini` recipe shrunk to a few steps at 96 px, batch 8 (2 per device on 4 devices)."""
+  c = googlenet.get_config('mini')
+  c.data.root = root
+  c.data.val_fraction = 0.25
+  c.workdir = str(workdir)
+  c.pp.image_size = 96
+  c.batch_size = 8
+  c.eval_batch_size = 8
+  c.num_epochs = 2
+  c.log_every_steps = 1
+  c.eval_every_epochs = 100
+  c.checkpoint_every_steps = 2
+  c.update(overrides)
+  return c
+
+
+def restore_state(workdir):
+  """The latest checkpoint's TrainState as numpy arrays."""
+  mgr = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'), item_names=('state', 'meta'))
+  step = mgr.latest_step()
+  restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+  return step, restored['state'], restored['meta']
+
+
+def assert_trees_close(a, b, **tol):
+  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(leaves_a) == len(leaves_b) > 0
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol)
+
+
+def test_train_steps_lower_the_loss_on_embedded_data():
+  """Ten steps on one fixed batch of real images: the loss on that batch falls."""
+  c = googlenet.get_config('mini')
+  c.pp.image_size = 96
+  c.batch_size = 16
+  source = pipeline.build_source(c)
+  batch = next(pipeline.train_batches(c, process_index=0, process_count=1))
+  batch.pop('index')
+  model = models.build(c.model, num_classes=source.num_classes, image_size=96, rngs=nnx.Rngs(params=0))
+  schedule = lambda step: 0.02
+  tx = optim.make_optimizer(c, schedule)
+  model.train()
+  graphdef, state = steps.create_train_state(model, tx, seed=0)
+  step_fn = jax.jit(steps.make_train_step(graphdef, tx, schedule, c))
+  losses = []
+  for _ in range(10):
+    state, m = step_fn(state, batch)
+    losses.append(float(m['loss']))
+  assert losses[-1] < 0.7 * losses[0], losses
+  assert int(state.step) == 10
+
+
+@pytest.mark.slow
+def test_one_device_equals_four(small_folder, tmp_path):
+  """The whole loop on 1 and on 4 devices (published GoogLeNet: no BatchNorm) ends with the same weights."""
+  assert jax.device_count() >= 4, 'tests/conftest.py asks XLA for 4 host devices'
+  overrides = dict(model=dict(name='googlenet', dtype='float32', dropout_rate=0.4, aux_dropout_rate=0.7,
+                              aux_heads=True))
+  config = tiny_config(small_folder, tmp_path / 'one', **overrides)
+  one = train.train_and_evaluate(config, devices=jax.devices()[:1])
+  four = train.train_and_evaluate(tiny_config(small_folder, tmp_path / 'four', **overrides), devices=jax.devices()[:4])
+  _, state1, _ = restore_state(str(tmp_path / 'one'))
+  step4, state4, _ = restore_state(str(tmp_path / 'four'))
+  assert step4 == int(state4['step']) > 0
+  init = nnx.split(models.build(config.model, num_classes=2, image_size=config.pp.image_size,
+                                rngs=nnx.Rngs(params=config.seed)), nnx.Param, ...)[1].to_pure_dict()
+  # The updates (trained - initial weights) agree to float rounding (measured: ~3e-6 relative); without the gradient
+  # all-reduce each device would step on its own quarter of the batch and they would differ by tens of percent.
+  init = jax.tree.leaves(init)
+  assert [np.shape(x) for x in jax.tree.leaves(state1['params'])] == [np.shape(x) for x in init]
+  update1 = [np.asarray(p) - p0 for p, p0 in zip(jax.tree.leaves(state1['params']), init)]
+  update4 = [np.asarray(p) - p0 for p, p0 in zip(jax.tree.leaves(state4['params']), init)]
+  assert relative_difference(update1, update4) < 1e-4
+  assert_trees_close(state1['ema_params'], state4['ema_params'], rtol=1e-4, atol=1e-6)
+  assert one['eval/examples'] == four['eval/examples'] > 0
+  assert one['eval_ema/loss'] == pytest.approx(four['eval_ema/loss'], rel=1e-4)
+
+
+def relative_difference(a, b) -> float:
+  """||a - b|| / ||a|| over all leaves of two pytrees."""
+  num = sum(np.sum((np.asarray(x) - np.asarray(y)) ** 2) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return float(np.sqrt(num / sum(np.sum(np.asarray(x) ** 2) for x in jax.tree.leaves(a))))
+
+
+def test_batchnorm_gradients_on_four_devices_match_one():
+  """BN statistics are global under jit: splitting the batch over 4 devices changes the gradient no more than
+  reordering it on one device does (BN's backward pass is sensitive to summation order at init: ~0.3%)."""
+  c = googlenet.get_config('mini')
+  c.pp.image_size, c.batch_size = 96, 16
+  c.model.update(dropout_rate=0.0, aux_dropout_rate=0.0)
+  batch = next(pipeline.train_batches(c, process_index=0, process_count=1))
+  batch.pop('index')
+  model = models.build(c.model, num_classes=10, image_size=96, rngs=nnx.Rngs(params=0))
+  model.train()
+  graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+
+  def grads(params, model_state, batch):
+    def loss_fn(p):
+      logits, aux = nnx.merge(graphdef, p, model_state, copy=True)(batch['image'])
+      return steps.cross_entropy(logits, batch['label'], 0.0) + 0.3 * sum(
+          steps.cross_entropy(a, batch['label'], 0.0) for a in aux)
+    return jax.grad(loss_fn)(params)
+
+  def run(devices, batch):
+    mesh = sharding.make_mesh(devices)
+    repl = sharding.replicated(mesh)
+    fn = jax.jit(grads, in_shardings=(repl, repl, sharding.data_sharded(mesh)))
+    return fn(jax.device_put(params, repl), jax.device_put(model_state, repl), sharding.to_global(batch, mesh))
+
+  perm = np.random.RandomState(0).permutation(16)
+  g1 = run(jax.devices()[:1], batch)
+  g1_reordered = run(jax.devices()[:1], {k: v[perm] for k, v in batch.items()})
+  g4 = run(jax.devices()[:4], batch)
+  reorder_noise = relative_difference(g1, g1_reordered)
+  assert reorder_noise < 0.02
+  assert relative_difference(g1, g4) < 3 * reorder_noise + 1e-5
+
+
+@pytest.mark.slow
+def test_resume_equals_uninterrupted_run(small_folder, tmp_path):
+  straight = tmp_path / 'straight'
+  results = train.train_and_evaluate(tiny_config(small_folder, straight, num_epochs=2))
+  interrupted = tmp_path / 'interrupted'
+  train.train_and_evaluate(tiny_config(small_folder, interrupted, num_epochs=1))   # stops half way
+  step_half, _, meta_half = restore_state(str(interrupted))
+  assert meta_half['positions'][0] == step_half * 8
+  resumed = train.train_and_evaluate(tiny_config(small_folder, interrupted, num_epochs=2))
+  step_a, state_a, meta_a = restore_state(str(straight))
+  step_b, state_b, meta_b = restore_state(str(interrupted))
+  assert step_a == step_b == 2 * step_half
+  assert meta_a == meta_b
+  assert_trees_close(state_a, state_b, rtol=1e-6, atol=1e-7)
+  assert resumed['eval_ema/top1'] == results['eval_ema/top1']
+  for name in ('config.json', 'metrics.jsonl', 'final_eval.json'):
+    assert os.path.exists(interrupted / name)
+  assert os.listdir(interrupted / 'tensorboard')
+
+
+def test_missing_imagenet_stops_with_instructions_and_writes_nothing(tmp_path):
+  workdir = tmp_path / 'run'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'inception.main', '--config=configs/googlenet.py',
+       f'--config.data.tfds_data_dir={tmp_path / "tfds"}', f'--config.workdir={workdir}'],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert 'imagenet2012' in proc.stderr and 'manual' in proc.stderr
+  assert 'configs/googlenet.py:mini' in proc.stderr
+  assert not workdir.exists()
+
+
+@pytest.mark.slow
+def test_command_line_run_prints_final_eval(small_folder, tmp_path):
+  """The README's command, shrunk: it trains, checkpoints and ends with the `final eval` line."""
+  workdir = tmp_path / 'cli'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'inception.main', '--config=configs/googlenet.py:mini',
+       f'--config.data.root={small_folder}', f'--config.workdir={workdir}', '--config.pp.image_size=96',
+       '--config.batch_size=8', '--config.eval_batch_size=8', '--config.num_epochs=1'],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  last = proc.stdout.strip().splitlines()[-1]
+  assert last.startswith('final eval') and 'top1=' in last and 'top5=' in last
+  top1 = float(last.split('top1=')[1].split()[0])
+  assert 0.0 <= top1 <= 1.0
+  assert os.listdir(workdir / 'checkpoints')
