@@ -63,7 +63,8 @@ def _check_value(key: str, current, value: Optional[str]):
       if not isinstance(ast.literal_eval(value), (tuple, list)):
         raise ValueError
   except (ValueError, SyntaxError):
-    raise ConfigError(f'--config.{key}={value!r}: expected a {kind.__name__} like {current!r}.') from None
+    raise ConfigError(
+        f'--config.{key}={value!r}: expected a value of type {kind.__name__}, like {current!r}.') from None
 
 
 def check_overrides(argv: Sequence[str]) -> None:

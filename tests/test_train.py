@@ -83,6 +83,22 @@ def test_train_steps_lower_the_loss_on_embedded_data():
   assert int(state.step) == 10
 
 
+def test_bfloat16_compute_keeps_float32_parameters():
+  """model.dtype=bfloat16: the step runs in bf16, the parameters and the optimizer state stay float32."""
+  c = googlenet.get_config('mini')
+  c.pp.image_size, c.batch_size, c.model.dtype = 96, 8, 'bfloat16'
+  batch = next(pipeline.train_batches(c, process_index=0, process_count=1))
+  batch.pop('index')
+  model = models.build(c.model, num_classes=10, image_size=96, rngs=nnx.Rngs(params=0))
+  tx = optim.make_optimizer(c, lambda step: 0.01)
+  model.train()
+  graphdef, state = steps.create_train_state(model, tx, seed=0)
+  state, metrics = jax.jit(steps.make_train_step(graphdef, tx, lambda step: 0.01, c))(state, batch)
+  assert np.isfinite(float(metrics['loss']))
+  leaves = jax.tree.leaves((state.params, state.opt_state, state.ema_params))
+  assert {x.dtype for x in leaves if np.issubdtype(x.dtype, np.floating)} == {np.dtype(np.float32)}
+
+
 @pytest.mark.slow
 def test_one_device_equals_four(small_folder, tmp_path):
   """The whole loop on 1 and on 4 devices (published GoogLeNet: no BatchNorm) ends with the same weights."""
