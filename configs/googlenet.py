@@ -102,6 +102,8 @@ def mini() -> ml_collections.ConfigDict:
   c.workdir = 'runs/googlenet_mini'
   c.model.name = 'googlenet_bn'
   c.model.dropout_rate = 0.2
+  c.model.bn_momentum = 0.9         # running-statistics momentum of every BatchNorm
+  c.model.bn_epsilon = 1e-3
   c.data.source = 'folder'
   c.data.root = 'data/caltech101-mini'
   c.pp.image_size = 112
@@ -125,8 +127,7 @@ def mini_published() -> ml_collections.ConfigDict:
   """The published GoogLeNet (LRN, aux heads, Caffe init) on the embedded data."""
   c = mini()
   c.workdir = 'runs/googlenet_published_mini'
-  c.model.name = 'googlenet'
-  c.model.dropout_rate = 0.4
+  c.model = imagenet().model        # the published network: no BatchNorm keys
   c.optimizer.lr = 0.01
   c.num_epochs = 30
   return c

@@ -103,11 +103,13 @@ def test_bfloat16_compute_keeps_float32_parameters():
 def test_one_device_equals_four(small_folder, tmp_path):
   """The whole loop on 1 and on 4 devices (published GoogLeNet: no BatchNorm) ends with the same weights."""
   assert jax.device_count() >= 4, 'tests/conftest.py asks XLA for 4 host devices'
-  overrides = dict(model=dict(name='googlenet', dtype='float32', dropout_rate=0.4, aux_dropout_rate=0.7,
-                              aux_heads=True))
-  config = tiny_config(small_folder, tmp_path / 'one', **overrides)
-  one = train.train_and_evaluate(config, devices=jax.devices()[:1])
-  four = train.train_and_evaluate(tiny_config(small_folder, tmp_path / 'four', **overrides), devices=jax.devices()[:4])
+  configs = {}
+  for name in ('one', 'four'):
+    configs[name] = tiny_config(small_folder, tmp_path / name)
+    configs[name].model = googlenet.get_config().model   # the published network
+  config = configs['one']
+  one = train.train_and_evaluate(configs['one'], devices=jax.devices()[:1])
+  four = train.train_and_evaluate(configs['four'], devices=jax.devices()[:4])
   _, state1, _ = restore_state(str(tmp_path / 'one'))
   step4, state4, _ = restore_state(str(tmp_path / 'four'))
   assert step4 == int(state4['step']) > 0

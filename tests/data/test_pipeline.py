@@ -9,25 +9,9 @@ import pytest
 import tensorflow as tf
 
 from inception.data import pipeline
+from tests.data.image_folders import make_folder
 
 IMAGE_SIZE = 16
-
-
-def write_jpeg(path: pathlib.Path, seed: int) -> None:
-  """Writes a random (unique per seed) JPEG whose size varies with the seed."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  shape = (20 + seed % 7 * 4, 28 - seed % 5 * 2, 3)
-  pixels = np.random.RandomState(seed).randint(0, 256, shape).astype(np.uint8)
-  path.write_bytes(tf.io.encode_jpeg(pixels).numpy())
-
-
-def make_folder(root: pathlib.Path, counts: dict, start_seed: int = 0) -> None:
-  """Writes `counts[class]` JPEGs per class under root/<class>/."""
-  seed = start_seed
-  for name, count in counts.items():
-    for i in range(count):
-      write_jpeg(root / name / f'{i:03d}.jpg', seed)
-      seed += 1
 
 
 def make_config(root, **overrides) -> ml_collections.ConfigDict:

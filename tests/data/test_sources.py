@@ -9,6 +9,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from inception.data import sources
+from tests.data.image_folders import make_folder
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 MINI = REPO / 'data' / 'caltech101-mini'
@@ -20,23 +21,6 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
                 tfds_data_dir=None, train_split='train', eval_split='validation', shuffle_buffer=16)
   config.update(overrides)
   return ml_collections.ConfigDict(config)
-
-
-def write_jpeg(path: pathlib.Path, seed: int, shape=(12, 16, 3)) -> None:
-  """Writes a random (hence unique per seed) JPEG."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  pixels = np.random.RandomState(seed).randint(0, 256, shape).astype(np.uint8)
-  path.write_bytes(tf.io.encode_jpeg(pixels).numpy())
-
-
-def make_folder(root: pathlib.Path, counts: dict, start_seed: int = 0) -> None:
-  """Writes `counts[class]` JPEGs per class under root/<class>/, plus non-image clutter."""
-  seed = start_seed
-  for name, count in counts.items():
-    for i in range(count):
-      write_jpeg(root / name / f'img_{i:03d}.JPG', seed)
-      seed += 1
-  (root / 'LICENSE.md').write_text('not a class')
 
 
 def collect(ds: tf.data.Dataset) -> list:
