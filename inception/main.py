@@ -4,7 +4,10 @@ Multi-host (TPU VM pods, SLURM): add `--distributed` on every host; `jax.distrib
 coordinator from the environment (see launch/).
 """
 import logging as std_logging
+import os
 import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')  # before TensorFlow (tf.data) loads: its C++ INFO lines are noise
 
 from absl import app, flags, logging
 from ml_collections import config_flags
