@@ -20,7 +20,7 @@ class Checkpointer:
     self.every_steps = every_steps
     self.manager = ocp.CheckpointManager(
         os.path.abspath(os.path.join(workdir, 'checkpoints')),
-        options=ocp.CheckpointManagerOptions(save_interval_steps=every_steps, max_to_keep=keep),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep),  # when to save is decided in maybe_save()
         item_names=('state', 'meta'))
 
   def latest_step(self) -> Optional[int]:

@@ -16,8 +16,6 @@ PREPROCESS = Registry('preprocessing')
 
 INTERPOLATIONS = ('bilinear', 'bicubic', 'area', 'nearest', 'lanczos3', 'lanczos5', 'gaussian',
                   'mitchellcubic')
-# Tries of the bounding-box sampler before it falls back to the whole image (configs set pp.train.max_attempts).
-DEFAULT_MAX_ATTEMPTS = 10
 
 
 def decode_rgb(image_bytes: tf.Tensor) -> tf.Tensor:
@@ -48,7 +46,7 @@ def decode_and_crop(image_bytes: tf.Tensor, window_fn: Callable[[tf.Tensor], tf.
 
 def sample_crop_window(shape: tf.Tensor, seed: tf.Tensor, *, area_range: Sequence[float],
                        aspect_range: Sequence[float],
-                       max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> tf.Tensor:
+                       max_attempts: int) -> tf.Tensor:
   """Samples the Inception crop: int32 [4] = [y, x, h, w] inside an image of `shape` = (H, W).
 
   The crop covers `area_range` of the image area with w/h in `aspect_range`. When the sampler gives

@@ -71,7 +71,7 @@ def sample_windows(shape, seeds, area_range, aspect_range):
   """Crop windows [N, 4] = (y, x, h, w) for seeds [N, 2]."""
   return tf.map_fn(
       lambda s: preprocess.sample_crop_window(shape, s, area_range=area_range,
-                                              aspect_range=aspect_range),
+                                              aspect_range=aspect_range, max_attempts=10),
       seeds, fn_output_signature=tf.int32)
 
 
@@ -94,10 +94,10 @@ def test_crop_window_fallback_clamps_aspect():
   # A 30:1 image: no crop with aspect <= 4/3 covers half its area, so the sampler falls back.
   for i in range(5):
     window = preprocess.sample_crop_window(tf.constant([10, 300]), seed(i), area_range=(0.5, 1.0),
-                                           aspect_range=ASPECT).numpy()
+                                           aspect_range=ASPECT, max_attempts=10).numpy()
     assert list(window) == [0, (300 - 13) // 2, 10, 13]  # round(10 * 4/3) = 13, centred.
   tall = preprocess.sample_crop_window(tf.constant([300, 10]), seed(0), area_range=(0.5, 1.0),
-                                       aspect_range=ASPECT).numpy()
+                                       aspect_range=ASPECT, max_attempts=10).numpy()
   assert list(tall) == [(300 - 13) // 2, 0, 13, 10]
 
 
