@@ -81,7 +81,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   # ---------------------------------------------------------------- Loop
   batches = pipeline.train_batches(config, process_index=jax.process_index(), process_count=jax.process_count(),
-                                   start_position=position)
+                                   start_position=position, source=source)
   counter = pipeline.SkipCounter(start_position=position, skipped=skipped)
   eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
   throughput = metrics.Throughput(start_step)

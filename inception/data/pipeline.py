@@ -59,16 +59,16 @@ def _preprocess_fn(config: ml_collections.ConfigDict, stage: str, load):
 
 
 def train_batches(config: ml_collections.ConfigDict, *, process_index: int, process_count: int,
-                  start_position: int = 0) -> Iterator[Dict[str, np.ndarray]]:
+                  start_position: int = 0, source=None) -> Iterator[Dict[str, np.ndarray]]:
   """Endless numpy batches {'image': f32 [B, S, S, 3], 'label': i32 [B], 'index': i64 [B]}, B local.
 
   `index` is the example's position in this process's stream (epochs reshuffled deterministically
   for config.seed; augmentation seeded by [config.seed, index]), so starting at `start_position`
   reproduces the tail of an uninterrupted stream. Undecodable images are dropped (gaps in `index`,
-  see SkipCounter).
+  see SkipCounter). Pass the `source` the caller already built to avoid listing the data again.
   """
   batch = local_batch_size(config.batch_size, process_count)
-  source = build_source(config)
+  source = build_source(config) if source is None else source
   if source.num_examples('train') < process_count:
     raise ValueError(f'The train split has {source.num_examples("train")} examples, fewer than the '
                      f'{process_count} processes.')
@@ -113,12 +113,12 @@ class EvalBatches:
   Iterating again starts a fresh pass.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, *, process_index: int, process_count: int):
+  def __init__(self, config: ml_collections.ConfigDict, *, process_index: int, process_count: int, source=None):
     self._config = config
     self._process_index = process_index
     self._process_count = process_count
     self.batch_size = local_batch_size(config.eval_batch_size, process_count)
-    self._source = build_source(config)
+    self._source = build_source(config) if source is None else source
     self.num_examples = self._source.num_examples('eval')
     self.num_batches = math.ceil(self.num_examples / config.eval_batch_size)
 
@@ -151,7 +151,7 @@ class EvalBatches:
     return self.dataset().as_numpy_iterator()
 
 
-def eval_batches(config: ml_collections.ConfigDict, *, process_index: int,
-                 process_count: int) -> EvalBatches:
+def eval_batches(config: ml_collections.ConfigDict, *, process_index: int, process_count: int,
+                 source=None) -> EvalBatches:
   """The eval pass of this process (see EvalBatches: iterable, with num_examples and num_batches)."""
-  return EvalBatches(config, process_index=process_index, process_count=process_count)
+  return EvalBatches(config, process_index=process_index, process_count=process_count, source=source)

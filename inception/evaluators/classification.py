@@ -14,15 +14,16 @@ class ClassificationEvaluator:
   """Decodes each eval batch once and scores it with both weight sets; padded examples are masked out."""
 
   def __init__(self, config, eval_graphdef, mesh, source):
-    self.config, self.mesh = config, mesh
-    self.expected = source.num_examples('eval')
+    self.mesh = mesh
+    # Built once: the folder source lists its files only here, not again at every evaluation.
+    self.batches = pipeline.eval_batches(config, process_index=jax.process_index(),
+                                         process_count=jax.process_count(), source=source)
     self.eval_step = jax.jit(steps.make_eval_step(eval_graphdef), out_shardings=sharding.replicated(mesh))
 
   def run(self, state) -> Dict[str, float]:
     weights = {'eval': (state.params, state.model_state), 'eval_ema': (state.ema_params, state.ema_model_state)}
     sums = {name: None for name in weights}
-    for batch in pipeline.eval_batches(self.config, process_index=jax.process_index(),
-                                       process_count=jax.process_count()):
+    for batch in self.batches:
       batch = sharding.to_global(batch, self.mesh)
       for name, (params, model_state) in weights.items():
         out = self.eval_step(params, model_state, batch)
@@ -35,5 +36,5 @@ class ClassificationEvaluator:
                       f'{name}/loss': total['loss'] / count})
     counted = int(sums['eval']['count']) if sums['eval'] is not None else 0
     results['eval/examples'] = counted
-    results['eval/skipped_images'] = self.expected - counted
+    results['eval/skipped_images'] = self.batches.num_examples - counted
     return results
