@@ -1,20 +1,39 @@
 # Two commands on a fresh machine: `make train` (train on the embedded data) and `make test`.
+# Both install requirements.lock (exact versions) into .venv first; `make lock` regenerates it from requirements.txt.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install train test summary clean
+UV := $(VENV)/bin/uv
+# The lock is for CPython 3.11 on Linux x86-64 (CPU jax); accelerator builds are added on top (README, "Installing").
+LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
+
+.PHONY: install install-cuda install-tpu lock train test summary clean
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+# uv (itself pinned in the lock) installs exactly the lock: `uv pip sync` also removes anything not in it.
+$(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q "$$(grep '^uv==' requirements.lock)"
+	$(UV) pip sync -q --python $(PY) requirements.lock
+	$(UV) pip install -q --python $(PY) --no-deps -e .
 	touch $(STAMP)
+
+# Accelerator builds of the locked jax on top of the lock (everything else stays at its locked version).
+JAX_VERSION = $(shell sed -n 's/^jax==//p' requirements.lock)
+install-cuda: install
+	$(UV) pip install -q --python $(PY) -c requirements.lock "jax[cuda12]==$(JAX_VERSION)"
+install-tpu: install
+	$(UV) pip install -q --python $(PY) -c requirements.lock "jax[tpu]==$(JAX_VERSION)"
+
+# Re-resolves requirements.txt into requirements.lock, keeping the locked versions that still fit the ranges.
+# Upgrade one package: `make lock ARGS="--upgrade-package jax"`; everything: `make lock ARGS=--upgrade`.
+lock:
+	[ -x $(UV) ] || ($(PYTHON) -m venv $(VENV) && $(PY) -m pip install -q uv)
+	$(UV) pip compile -q requirements.txt -o requirements.lock $(LOCK_TARGET) $(ARGS)
 
 # GoogLeNet (BN variant, 112 px) on the embedded 10-class Caltech 101 subset; extra overrides via ARGS="--config.x=y".
 train: install
