@@ -73,7 +73,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: Callab
         'loss': main_loss,
         'top1': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
         'lr': schedule(state.step),
-        'grad_norm': optax.global_norm(grads),
+        'grad_norm': optax.tree.norm(grads),
     }
     return new_state, metrics
 
