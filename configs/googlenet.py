@@ -69,12 +69,13 @@ def imagenet() -> ml_collections.ConfigDict:
       eval=dict(name='central_crop', crop_ratio=0.875),
   ))
 
-  # Optimisation. Caffe's bvlc_googlenet: lr 0.01 at batch 32, weight decay 2e-4; scaled linearly to batch 256.
+  # Optimisation. Caffe's bvlc_googlenet: lr 0.01 at batch 32, weight decay 2e-4; the learning rate scales linearly
+  # with the global batch: lr x batch_size / lr_batch_size (0.08 at batch 256).
   c.batch_size = 256            # global, over all devices and hosts
   c.eval_batch_size = 250
   c.num_epochs = 250            # Caffe's 10M iterations at batch 32
   c.optimizer = ml_collections.ConfigDict(dict(
-      name='sgd', lr=0.08, momentum=0.9, nesterov=False, weight_decay=2e-4))
+      name='sgd', lr=0.01, lr_batch_size=32, momentum=0.9, nesterov=False, weight_decay=2e-4))
   c.schedule = ml_collections.ConfigDict(dict(
       name='staircase',         # lr = base x decay_rate ** floor(epoch / decay_epochs)
       decay_rate=0.96,
@@ -140,7 +141,7 @@ def caltech101() -> ml_collections.ConfigDict:
   c.data.root = '../shared/data/caltech101'
   c.pp.image_size = 128
   c.batch_size = 64
-  c.optimizer.lr = 0.1
+  c.optimizer.lr = 0.05           # at batch 32: 0.1 at batch 64
   c.num_epochs = 30
   c.schedule.decay_rate = 0.9
   c.schedule.decay_epochs = 1

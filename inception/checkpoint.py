@@ -4,13 +4,18 @@ Layout: <workdir>/checkpoints/<step>/{state, meta}. `state` is the TrainState py
 same shardings); `meta` is JSON: per-process input positions and skipped-image counts, so a resumed run reads exactly
 the examples it would have read next.
 """
-import os
 from typing import Any, Dict, Optional, Tuple
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.experimental import multihost_utils
+
+
+def _absolute(path: epath.Path) -> epath.Path:
+  """Local paths made absolute (orbax requires it); cloud paths (gs://...) as they are."""
+  return path if '://' in str(path) else path.resolve()
 
 
 class Checkpointer:
@@ -19,7 +24,7 @@ class Checkpointer:
   def __init__(self, workdir: str, every_steps: int, keep: int):
     self.every_steps = every_steps
     self.manager = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, 'checkpoints')),
+        _absolute(epath.Path(workdir) / 'checkpoints'),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep),  # when to save is decided in maybe_save()
         item_names=('state', 'meta'))
 

@@ -1,7 +1,9 @@
 """Command line: `python -m inception.main --config=configs/googlenet.py[:variant] [--config.key=value ...]`.
 
-Multi-host (TPU VM pods, SLURM): add `--distributed` on every host; `jax.distributed.initialize()` finds the
-coordinator from the environment (see launch/).
+Multi-host: add `--distributed` on every process. On TPU VM pods and under SLURM JAX finds the coordinator itself;
+elsewhere pass `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` (or the JAX_COORDINATOR_ADDRESS,
+JAX_NUM_PROCESSES, JAX_PROCESS_ID variables). `python -m launch.local` runs several processes on this machine; see
+launch/ for TPU pods and SLURM.
 """
 import logging as std_logging
 import os
@@ -16,7 +18,10 @@ from inception import config_checks
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/googlenet.py:mini.',
                                           lock_config=True)
-_DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (multi-host runs).')
+_DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'Join a multi-process job (jax.distributed.initialize).')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'With --distributed: process 0\'s HOST:PORT.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'With --distributed: how many processes in all.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'With --distributed: this process\'s index.')
 
 
 def _quiet_libraries(record: std_logging.LogRecord) -> bool:
@@ -29,11 +34,16 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_quiet_libraries)
   import jax  # after flag parsing, so --help is fast
-  from inception import train
+  from inception import distributed, train
   from inception.data import sources
 
   if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+    try:
+      distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    except distributed.DistributedSetupError as e:
+      sys.exit(f'Distributed setup error: {e}')
+  elif any(f.present for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)):
+    raise app.UsageError('--coordinator_address, --num_processes and --process_id need --distributed.')
   logging.info('JAX %s: process %d of %d, %d local / %d global devices (%s).', jax.__version__, jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
   try:

@@ -1,21 +1,45 @@
-"""Where metrics go: TensorBoard event files and a JSON-lines file in the workdir (process 0 only)."""
+"""Where metrics go: TensorBoard event files and a JSON-lines file in the workdir (process 0 only).
+
+The workdir may be local or on cloud storage (`gs://...`): paths go through etils.epath and TensorBoard's own file
+layer. Cloud objects cannot be appended to, so there metrics.jsonl is rewritten whole at each write.
+"""
 import json
-import os
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import jax
+from etils import epath
 from flax.metrics import tensorboard
 
 
-class MetricWriter:
-  """Writes scalars to <workdir>/tensorboard and appends them to <workdir>/metrics.jsonl."""
+def is_local(path) -> bool:
+  """Whether `path` is on the local file system (not gs://, s3://, ...)."""
+  return '://' not in str(path)
 
-  def __init__(self, workdir: str):
+
+class MetricWriter:
+  """Writes scalars to <workdir>/tensorboard and <workdir>/metrics.jsonl.
+
+  `resume_step`: rows of metrics.jsonl after this step (written by a run that was stopped before its next
+  checkpoint, and about to be written again) are dropped, so after a resume every step appears once.
+  """
+
+  def __init__(self, workdir, resume_step: int = 0):
     self.enabled = jax.process_index() == 0
-    if self.enabled:
-      self._tb = tensorboard.SummaryWriter(os.path.join(workdir, 'tensorboard'))
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+    if not self.enabled:
+      return
+    self._tb = tensorboard.SummaryWriter(str(epath.Path(workdir) / 'tensorboard'))
+    self._path = epath.Path(workdir) / 'metrics.jsonl'
+    self._lines: List[str] = []
+    if self._path.exists():
+      for line in self._path.read_text().splitlines():
+        try:
+          if json.loads(line)['step'] <= resume_step:
+            self._lines.append(line)
+        except (ValueError, KeyError, TypeError):
+          pass  # a line cut short by a kill
+    self._path.write_text(''.join(line + '\n' for line in self._lines))
+    self._append = self._path.open('a') if is_local(self._path) else None
 
   def write(self, step: int, scalars: Dict[str, float]):
     if not self.enabled:
@@ -23,14 +47,19 @@ class MetricWriter:
     for name, value in scalars.items():
       self._tb.scalar(name, value, step)
     self._tb.flush()
-    record = {'step': int(step), 'time': time.time(), **{k: float(v) for k, v in scalars.items()}}
-    self._jsonl.write(json.dumps(record) + '\n')
-    self._jsonl.flush()
+    line = json.dumps({'step': int(step), 'time': time.time(), **{k: float(v) for k, v in scalars.items()}})
+    if self._append is not None:
+      self._append.write(line + '\n')
+      self._append.flush()
+    else:
+      self._lines.append(line)
+      self._path.write_text(''.join(l + '\n' for l in self._lines))
 
   def close(self):
     if self.enabled:
       self._tb.close()
-      self._jsonl.close()
+      if self._append is not None:
+        self._append.close()
 
 
 def format_duration(seconds: float) -> str:

@@ -34,10 +34,16 @@ def _with_warmup(schedule, base_lr: float, warmup_steps: int):
   return lambda step: jnp.where(step < warmup_steps, ramp(step), schedule(step))
 
 
+def base_lr(config: ml_collections.ConfigDict) -> float:
+  """The peak learning rate: `optimizer.lr`, tuned at batch `optimizer.lr_batch_size`, scaled linearly to the global
+  `batch_size` (Goyal et al. 2017; pair large batches with `schedule.warmup_epochs`)."""
+  return config.optimizer.lr * config.batch_size / config.optimizer.lr_batch_size
+
+
 def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int):
   """The learning rate as a function of the step, named by `config.schedule.name`."""
   fn = SCHEDULES.get(config.schedule.name)
-  return fn(config.schedule, config.optimizer.lr, steps_per_epoch, total_steps)
+  return fn(config.schedule, base_lr(config), steps_per_epoch, total_steps)
 
 
 def decay_mask(params):

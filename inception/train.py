@@ -4,13 +4,13 @@ Everything this file does is decided by the config (configs/*.py); the jitted st
 while this loop does the I/O around them: input batches, logs, evaluations and checkpoints.
 """
 import json
-import os
 from typing import Dict, Optional, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 from flax import nnx
 
 from inception import checkpoint, metrics, models, optim, sharding, steps
@@ -33,21 +33,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   sharding.check_batch_size(config.eval_batch_size, mesh, 'eval_batch_size')
   repl = sharding.replicated(mesh)
 
-  # ---------------------------------------------------------------- Workdir
-  workdir = config.workdir
-  os.makedirs(workdir, exist_ok=True)
+  # ---------------------------------------------------------------- Workdir (local or gs://; process 0 writes files)
+  workdir = epath.Path(config.workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
-  writer = metrics.MetricWriter(workdir)
-  logging.info('Training on %d examples of %d classes (%d eval), %d steps of %d (%d per epoch), %d devices.',
-               num_train, source.num_classes, source.num_examples('eval'), total_steps, config.batch_size,
-               steps_per_epoch, mesh.devices.size)
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
+  logging.info('Training on %d examples of %d classes (%d eval), %d steps of %d (%d per epoch), %d devices in %d '
+               'processes.', num_train, source.num_classes, source.num_examples('eval'), total_steps,
+               config.batch_size, steps_per_epoch, mesh.devices.size, jax.process_count())
 
   # ---------------------------------------------------------------- Model, optimizer, train state
   model = models.build(config.model, num_classes=source.num_classes, image_size=config.pp.image_size,
                        rngs=nnx.Rngs(params=config.seed))
   schedule = optim.make_schedule(config, steps_per_epoch, total_steps)
+  logging.info('Learning rate %g: %g tuned for batch %d, scaled linearly to batch %d.', optim.base_lr(config),
+               config.optimizer.lr, config.optimizer.lr_batch_size, config.batch_size)
   tx = optim.make_optimizer(config, schedule)
   model.train()
   train_graphdef, state = steps.create_train_state(model, tx, config.seed)
@@ -64,6 +64,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     position, skipped = meta['position'], meta['skipped']
     logging.info('Resumed from step %d (input position %d).', int(state.step), position)
   start_step = int(state.step)
+  writer = metrics.MetricWriter(workdir, resume_step=start_step)
 
   # ---------------------------------------------------------------- Steps and evaluators
   train_step = jax.jit(steps.make_train_step(train_graphdef, tx, schedule, config),
@@ -113,8 +114,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   ckpt.close()
   writer.close()
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'final_eval.json'), 'w') as f:
-      json.dump(results, f, indent=2)
+    (workdir / 'final_eval.json').write_text(json.dumps(results, indent=2))
   if counter.skipped or results.get('eval/skipped_images'):
     logging.warning('Skipped undecodable images: %d in training, %d in evaluation.', counter.skipped,
                     results.get('eval/skipped_images', 0))

@@ -10,6 +10,7 @@ from inception import optim
 def _config(**schedule):
   c = googlenet.get_config()
   c.optimizer.lr = 0.1
+  c.optimizer.lr_batch_size = c.batch_size  # no batch scaling: the schedule's shape alone
   c.schedule.update(schedule)
   return c
 
@@ -24,6 +25,17 @@ def test_staircase_drops_4_percent_every_8_epochs():
 def test_linear_warmup_then_staircase():
   lr = optim.make_schedule(_config(decay_rate=0.5, decay_epochs=2, warmup_epochs=1), 10, 100)
   np.testing.assert_allclose([float(lr(s)) for s in (0, 5, 10, 19, 20)], [0.0, 0.05, 0.1, 0.1, 0.05], rtol=1e-6)
+
+
+@pytest.mark.parametrize('batch_size, expected', [(32, 0.01), (256, 0.08), (1024, 0.32), (16, 0.005)])
+def test_learning_rate_scales_linearly_with_the_global_batch(batch_size, expected):
+  """The recipe's lr 0.01 is tuned at batch 32 (Caffe); a global batch of B uses 0.01 * B / 32, warm-up included."""
+  c = googlenet.get_config()
+  c.batch_size = batch_size
+  c.schedule.warmup_epochs = 1
+  assert optim.base_lr(c) == pytest.approx(expected)
+  lr = optim.make_schedule(c, 10, 1000)
+  np.testing.assert_allclose([float(lr(5)), float(lr(10))], [expected / 2, expected], rtol=1e-6)
 
 
 def test_cosine_reaches_zero():

@@ -1,64 +1,24 @@
 """End to end: the train step learns, 1 device equals 4, a resumed run equals an uninterrupted one, errors are clear."""
 import os
-import shutil
 import subprocess
 import sys
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
 from configs import googlenet
 from inception import models, optim, sharding, steps, train
 from inception.data import pipeline
+from tests.runs import (REPO, assert_trees_close, make_small_folder, relative_difference, restore_state,
+                        tiny_config)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MINI = os.path.join(REPO, 'data', 'caltech101-mini')
 
 
 @pytest.fixture(scope='module')
 def small_folder(tmp_path_factory):
-  """Two real classes, 12 images each, from the embedded data: ~18 train / ~6 eval images."""
-  root = tmp_path_factory.mktemp('images')
-  for cls in ('Faces_easy', 'Motorbikes'):
-    os.makedirs(root / cls)
-    for name in sorted(os.listdir(os.path.join(MINI, cls)))[:12]:
-      shutil.copy(os.path.join(MINI, cls, name), root / cls / name)
-  return str(root)
-
-
-def tiny_config(root, workdir, **overrides):
-  """The `mini` recipe shrunk to a few steps at 96 px, batch 8 (2 per device on 4 devices)."""
-  c = googlenet.get_config('mini')
-  c.data.root = root
-  c.data.val_fraction = 0.25
-  c.workdir = str(workdir)
-  c.pp.image_size = 96
-  c.batch_size = 8
-  c.eval_batch_size = 8
-  c.num_epochs = 2
-  c.log_every_steps = 1
-  c.eval_every_epochs = 100
-  c.checkpoint_every_steps = 2
-  c.update(overrides)
-  return c
-
-
-def restore_state(workdir):
-  """The latest checkpoint's TrainState as numpy arrays."""
-  mgr = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'), item_names=('state', 'meta'))
-  step = mgr.latest_step()
-  restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-  return step, restored['state'], restored['meta']
-
-
-def assert_trees_close(a, b, **tol):
-  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
-  assert len(leaves_a) == len(leaves_b) > 0
-  for x, y in zip(leaves_a, leaves_b):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol)
+  return make_small_folder(tmp_path_factory.mktemp('images'))
 
 
 def test_train_steps_lower_the_loss_on_embedded_data():
@@ -97,40 +57,6 @@ def test_bfloat16_compute_keeps_float32_parameters():
   assert np.isfinite(float(metrics['loss']))
   leaves = jax.tree.leaves((state.params, state.opt_state, state.ema_params))
   assert {x.dtype for x in leaves if np.issubdtype(x.dtype, np.floating)} == {np.dtype(np.float32)}
-
-
-@pytest.mark.slow
-def test_one_device_equals_four(small_folder, tmp_path):
-  """The whole loop on 1 and on 4 devices (published GoogLeNet: no BatchNorm) ends with the same weights."""
-  assert jax.device_count() >= 4, 'tests/conftest.py asks XLA for 4 host devices'
-  configs = {}
-  for name in ('one', 'four'):
-    configs[name] = tiny_config(small_folder, tmp_path / name)
-    configs[name].model = googlenet.get_config().model   # the published network
-  config = configs['one']
-  one = train.train_and_evaluate(configs['one'], devices=jax.devices()[:1])
-  four = train.train_and_evaluate(configs['four'], devices=jax.devices()[:4])
-  _, state1, _ = restore_state(str(tmp_path / 'one'))
-  step4, state4, _ = restore_state(str(tmp_path / 'four'))
-  assert step4 == int(state4['step']) > 0
-  init = nnx.split(models.build(config.model, num_classes=2, image_size=config.pp.image_size,
-                                rngs=nnx.Rngs(params=config.seed)), nnx.Param, ...)[1].to_pure_dict()
-  # The updates (trained - initial weights) agree to float rounding (measured: ~3e-6 relative); without the gradient
-  # all-reduce each device would step on its own quarter of the batch and they would differ by tens of percent.
-  init = jax.tree.leaves(init)
-  assert [np.shape(x) for x in jax.tree.leaves(state1['params'])] == [np.shape(x) for x in init]
-  update1 = [np.asarray(p) - p0 for p, p0 in zip(jax.tree.leaves(state1['params']), init)]
-  update4 = [np.asarray(p) - p0 for p, p0 in zip(jax.tree.leaves(state4['params']), init)]
-  assert relative_difference(update1, update4) < 1e-4
-  assert_trees_close(state1['ema_params'], state4['ema_params'], rtol=1e-4, atol=1e-6)
-  assert one['eval/examples'] == four['eval/examples'] > 0
-  assert one['eval_ema/loss'] == pytest.approx(four['eval_ema/loss'], rel=1e-4)
-
-
-def relative_difference(a, b) -> float:
-  """||a - b|| / ||a|| over all leaves of two pytrees."""
-  num = sum(np.sum((np.asarray(x) - np.asarray(y)) ** 2) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-  return float(np.sqrt(num / sum(np.sum(np.asarray(x) ** 2) for x in jax.tree.leaves(a))))
 
 
 def test_batchnorm_gradients_on_four_devices_match_one():

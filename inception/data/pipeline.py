@@ -2,6 +2,13 @@
 
 Both yield numpy dicts of per-process batches (global batch size / process count). TF is kept off any
 accelerator so JAX owns them.
+
+Training order. For sources with random access (image folders) the order is global: epoch e is a permutation of the
+whole split seeded by (seed, e), the epochs are concatenated into one stream, global batch k is its slice k, and each
+process reads only its own part of that slice (process p: rows p*b .. (p+1)*b-1 of each global batch of B = P*b).
+An example's augmentation is seeded by its global stream position. So the global batches, their augmentation and the
+trained model do not depend on how many processes or devices share the work. Other sources (TFDS) are read as
+per-process shards with a shuffle buffer: deterministic for a given number of processes.
 """
 import math
 from typing import Dict, Iterator
@@ -42,28 +49,57 @@ def local_batch_size(global_batch_size: int, process_count: int) -> int:
 
 
 def _preprocess_fn(config: ml_collections.ConfigDict, stage: str, load):
-  """`fn(index, record) -> {'image', 'label', 'index'}`: loads, then runs the stage's transform.
+  """`fn(index, record, position=index) -> {'image', 'label', 'index'}`: loads, then runs the stage's transform.
 
-  The transform is seeded with [config.seed, index], so augmentation depends only on stream position.
+  The transform is seeded with [config.seed, position], so augmentation depends only on stream position.
   """
   pp = stage_pp(config.pp, stage)
   transform = PREPROCESS.get(pp.name)
 
-  def fn(index, record):
+  def fn(index, record, position=None):
     example = load(record)
-    seed = tf.stack([tf.constant(int(config.seed), tf.int64), index])
+    seed = tf.stack([tf.constant(int(config.seed), tf.int64), index if position is None else position])
     image = transform(example['image_bytes'], seed, pp)
     return {'image': image, 'label': example['label'], 'index': index}
 
   return fn
 
 
+def global_order(num_examples: int, seed: int, *, global_batch: int, process_index: int, process_count: int,
+                 start_position: int = 0) -> tf.data.Dataset:
+  """This process's endless part of the global training order, as (index, position, example_id) int64 triples.
+
+  `position` counts over the global stream (epochs of `num_examples` seeded permutations, concatenated); this process
+  takes rows [p*b, (p+1)*b) of every global batch of `global_batch` = process_count * b. `index` counts this process's
+  own elements (0, 1, 2, ...): resuming at `start_position` (an index) continues the stream exactly, at the cost of
+  filtering at most one epoch of integers (no example is read).
+  """
+  b = local_batch_size(global_batch, process_count)
+  n, big_b, p = int(num_examples), int(global_batch), int(process_index)
+
+  def to_position(index):  # local index -> global position
+    return index // b * big_b + p * b + index % b
+
+  first = to_position(int(start_position))
+  first_epoch = first // n
+
+  def epoch(e):
+    order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([int(seed), e]))
+    start = tf.where(e == first_epoch, first - e * n, 0)
+    positions = tf.data.Dataset.range(e * n + start, (e + 1) * n)
+    return tf.data.Dataset.zip(positions, tf.data.Dataset.from_tensor_slices(order[start:]))
+
+  ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch)
+  ds = ds.filter(lambda position, _: position % big_b // b == p)
+  return ds.map(lambda position, example: (position // big_b * b + position % big_b - p * b, position, example))
+
+
 def train_batches(config: ml_collections.ConfigDict, *, process_index: int, process_count: int,
                   start_position: int = 0, source=None) -> Iterator[Dict[str, np.ndarray]]:
   """Endless numpy batches {'image': f32 [B, S, S, 3], 'label': i32 [B], 'index': i64 [B]}, B local.
 
-  `index` is the example's position in this process's stream (epochs reshuffled deterministically
-  for config.seed; augmentation seeded by [config.seed, index]), so starting at `start_position`
+  `index` is the example's position in this process's stream (see the module docstring for the order;
+  augmentation is seeded by config.seed and the stream position), so starting at `start_position`
   reproduces the tail of an uninterrupted stream. Undecodable images are dropped (gaps in `index`,
   see SkipCounter). Pass the `source` the caller already built to avoid listing the data again.
   """
@@ -72,12 +108,18 @@ def train_batches(config: ml_collections.ConfigDict, *, process_index: int, proc
   if source.num_examples('train') < process_count:
     raise ValueError(f'The train split has {source.num_examples("train")} examples, fewer than the '
                      f'{process_count} processes.')
-  ds = source.records('train', process_index=process_index, process_count=process_count,
-                      shuffle_seed=config.seed)
-  # Skip records, before reading (folder) and decoding: resuming is cheap.
-  ds = ds.repeat().enumerate().skip(start_position)
-  ds = ds.map(_preprocess_fn(config, 'train', source.load), num_parallel_calls=tf.data.AUTOTUNE,
-              deterministic=True)
+  preprocess = _preprocess_fn(config, 'train', source.load)
+  if hasattr(source, 'lookup'):  # random access: the global order (module docstring)
+    lookup = source.lookup('train')
+    ds = global_order(source.num_examples('train'), config.seed, global_batch=config.batch_size,
+                      process_index=process_index, process_count=process_count, start_position=start_position)
+    ds = ds.map(lambda index, position, example: preprocess(index, lookup(example), position),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  else:  # a per-process shard; skip records before decoding, so resuming reads but does not decode
+    ds = source.records('train', process_index=process_index, process_count=process_count,
+                        shuffle_seed=config.seed)
+    ds = ds.repeat().enumerate().skip(start_position)
+    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.ignore_errors()
   ds = ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
   return ds.with_options(_options()).as_numpy_iterator()

@@ -155,6 +155,17 @@ class FolderSource:
       ds = ds.shuffle(len(shard), seed=int(shuffle_seed), reshuffle_each_iteration=True)
     return ds
 
+  def lookup(self, split: str):
+    """Random access over the whole split: `fn(example_id int64 []) -> {'path', 'label'}` (nothing is read).
+
+    The training pipeline uses it to read any example by its place in a global, seeded order (see pipeline.py).
+    """
+    _check_split(split)
+    files = self._files[split]
+    paths = tf.constant([p for p, _ in files], tf.string, shape=[len(files)])
+    labels = tf.constant([l for _, l in files], tf.int32, shape=[len(files)])
+    return lambda i: {'path': tf.gather(paths, i), 'label': tf.gather(labels, i)}
+
   @staticmethod
   def load(record: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     """Reads a record's file: {'path', 'label'} -> {'image_bytes', 'label'}."""

@@ -80,17 +80,36 @@ def test_resume_reproduces_the_uninterrupted_stream(folder):
       np.testing.assert_array_equal(a[key], b[key])
 
 
-def test_train_process_sharding(folder):
+def test_train_global_batches_do_not_depend_on_the_process_count(folder):
+  """Process p reads rows [p*b, (p+1)*b) of each global batch: the processes' batches side by side are the one-process
+  stream, images (augmentation included) and all, across the epoch boundary at 30."""
   config = make_config(folder)
-  batches = [take(pipeline.train_batches(config, process_index=i, process_count=2), 4)
-             for i in range(2)]
-  first_epochs = []  # Each process holds 15 of the 30 images: its first 15 stream positions.
-  for per_process in batches:
-    assert all(b['image'].shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3) for b in per_process)
-    first_epochs.extend(np.concatenate([b['label'] for b in per_process])[:15].tolist())
-  assert collections.Counter(first_epochs) == {0: 10, 1: 12, 2: 8}
+  whole = take(pipeline.train_batches(config, process_index=0, process_count=1), 5)
+  parts = [take(pipeline.train_batches(config, process_index=i, process_count=2), 5) for i in range(2)]
+  for k, batch in enumerate(whole):
+    for key in ('image', 'label'):
+      np.testing.assert_array_equal(batch[key], np.concatenate([parts[0][k][key], parts[1][k][key]]))
+    assert parts[0][k]['image'].shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3)
+    np.testing.assert_array_equal(parts[1][k]['index'], np.arange(4 * k, 4 * k + 4))  # local positions
+  first_epoch = np.concatenate([b['label'] for b in whole])[:30].tolist()
+  assert collections.Counter(first_epoch) == {0: 10, 1: 12, 2: 8}  # every image once per epoch
   with pytest.raises(ValueError, match='divisible'):
     pipeline.train_batches(config, process_index=0, process_count=3)
+
+
+def test_global_order_resumes_and_reshuffles_each_epoch():
+  def run(**kw):
+    ds = pipeline.global_order(10, 3, global_batch=4, process_count=2, **kw)
+    return [tuple(int(v) for v in x) for x in ds.take(12).as_numpy_iterator()]
+
+  p0, p1 = run(process_index=0), run(process_index=1)
+  positions = sorted(x[1] for x in p0 + p1)
+  assert positions == list(range(24))  # the two processes tile the global stream
+  assert [x[0] for x in p1] == list(range(12))
+  by_position = {x[1]: x[2] for x in p0 + p1}
+  epochs = [[by_position[i] for i in range(10 * e, 10 * e + 10)] for e in range(2)]
+  assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(10)) and epochs[0] != epochs[1]
+  assert run(process_index=1, start_position=5)[:7] == p1[5:]
 
 
 def test_corrupt_image_is_skipped_and_counted(folder):

@@ -1,0 +1,148 @@
+"""Several training processes on this machine, joined into one JAX cluster (CPU devices, gloo collectives).
+
+  python -m launch.local --num_processes=2 --devices_per_process=2 -- \
+      --config=configs/googlenet.py:mini --config.num_epochs=1 --config.workdir=runs/mini_2x2
+
+starts `python -m inception.main ARGS --distributed` P times, each with D CPU devices, a free localhost coordinator
+port and its process id. Process 0's output goes to the console; every process's to WORKDIR/logs/process_<i>.log.
+If a process fails, the others are stopped and the launcher exits with its exit code, naming it and the end of its log.
+It is the multi-host path of a TPU pod or a GPU cluster, minus the network: what passes here runs there.
+"""
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import List, Optional, Sequence
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOG_TAIL_LINES = 30
+
+
+def free_port() -> int:
+  """A TCP port on localhost that nothing listens on now."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def workdir_of(args: Sequence[str]) -> str:
+  """The run's workdir: `--config.workdir` from `args`, else the config file's own default."""
+  from inception import config_checks  # light: no jax
+  spec, overrides = config_checks.parse_overrides(args)
+  for key, value in overrides:
+    if key == 'workdir':
+      return value
+  if spec is None:
+    raise SystemExit('launch.local: pass --config=... after `--` (the arguments of inception.main).')
+  try:
+    return config_checks.load_config(spec).workdir
+  except config_checks.ConfigError as e:
+    raise SystemExit(f'Config error: {e}') from None
+
+
+def process_command(args: Sequence[str], *, port: int, num_processes: int, process_id: int) -> List[str]:
+  """The command line of process `process_id`."""
+  return [sys.executable, '-m', 'inception.main', *args, '--distributed',
+          f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={num_processes}',
+          f'--process_id={process_id}']
+
+
+def process_env(devices_per_process: int, base: Optional[dict] = None) -> dict:
+  """The environment of each process: CPU only, D devices each."""
+  env = dict(os.environ if base is None else base)
+  env['JAX_PLATFORMS'] = 'cpu'
+  env['JAX_NUM_CPU_DEVICES'] = str(devices_per_process)
+  # An inherited XLA device-count flag (tests set one) would override JAX_NUM_CPU_DEVICES.
+  flags = [f for f in env.get('XLA_FLAGS', '').split() if not f.startswith('--xla_force_host_platform_device_count')]
+  env['XLA_FLAGS'] = ' '.join(flags)
+  env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO, env.get('PYTHONPATH')) if p)
+  return env
+
+
+def _pump(stream, log, console):
+  """Copies a child's output, line by line, to its log file (and to the console for process 0)."""
+  for line in iter(stream.readline, b''):
+    log.write(line)
+    log.flush()
+    if console is not None:
+      console.write(line)
+      console.flush()
+
+
+def tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
+  with open(path, 'rb') as f:
+    return b''.join(f.readlines()[-lines:]).decode(errors='replace')
+
+
+def launch(args: Sequence[str], num_processes: int, devices_per_process: int) -> int:
+  """Runs the processes to the end; returns 0, or the exit code of the first process that failed."""
+  log_dir = os.path.join(workdir_of(args), 'logs')
+  os.makedirs(log_dir, exist_ok=True)
+  port, env = free_port(), process_env(devices_per_process)
+  procs, logs, pumps = [], [], []
+  for i in range(num_processes):
+    path = os.path.join(log_dir, f'process_{i}.log')
+    log = open(path, 'ab')  # a resumed run appends to the logs of the runs before it
+    proc = subprocess.Popen(process_command(args, port=port, num_processes=num_processes, process_id=i),
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    pump = threading.Thread(target=_pump, args=(proc.stdout, log, sys.stdout.buffer if i == 0 else None),
+                            daemon=True)
+    pump.start()
+    procs.append(proc), logs.append((log, path)), pumps.append(pump)
+
+  def stop_all(sig=signal.SIGTERM):
+    for p in procs:
+      if p.poll() is None:
+        os.killpg(p.pid, sig)
+
+  def forward(signum, _frame):  # Ctrl-C or a scheduler's SIGTERM reaches every process
+    stop_all(signum)
+
+  signal.signal(signal.SIGINT, forward)
+  signal.signal(signal.SIGTERM, forward)
+  failed = None
+  while any(p.poll() is None for p in procs):
+    failed = next((i for i, p in enumerate(procs) if p.poll() not in (None, 0)), None)
+    if failed is not None:
+      break
+    time.sleep(0.2)
+  if failed is None:
+    failed = next((i for i, p in enumerate(procs) if p.returncode != 0), None)
+  if failed is not None:
+    stop_all()
+    deadline = time.time() + 30
+    while any(p.poll() is None for p in procs) and time.time() < deadline:
+      time.sleep(0.2)
+    stop_all(signal.SIGKILL)
+  for p, pump, (log, _) in zip(procs, pumps, logs):
+    p.wait()
+    pump.join(timeout=5)
+    log.close()
+  if failed is None:
+    return 0
+  code, path = procs[failed].returncode, logs[failed][1]
+  sys.stderr.write(f'launch.local: process {failed} of {num_processes} failed (exit code {code}); the others were '
+                   f'stopped. End of {path}:\n{tail(path)}')
+  return code if code and code > 0 else 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                   usage='python -m launch.local --num_processes=P --devices_per_process=D -- ARGS')
+  parser.add_argument('--num_processes', type=int, default=2)
+  parser.add_argument('--devices_per_process', type=int, default=1)
+  parser.add_argument('args', nargs=argparse.REMAINDER, help='arguments of inception.main, after --')
+  opts = parser.parse_args(argv)
+  args = opts.args[1:] if opts.args[:1] == ['--'] else opts.args
+  if opts.num_processes < 1 or opts.devices_per_process < 1:
+    parser.error('--num_processes and --devices_per_process must be at least 1.')
+  return launch(args, opts.num_processes, opts.devices_per_process)
+
+
+if __name__ == '__main__':
+  sys.exit(main())
