@@ -23,4 +23,7 @@ def build(model_config: Mapping[str, Any], *, num_classes: int, image_size: int,
   for reserved in ('num_classes', 'image_size', 'rngs'):
     if reserved in kwargs:
       raise ValueError(f'model config must not set {reserved!r}; it is passed to build().')
-  return MODELS.get(name)(num_classes=num_classes, image_size=image_size, rngs=rngs, **kwargs)
+  constructor = MODELS.get(name)
+  # Built under jit: one compiled initialisation program (cached on disk with JAX_COMPILATION_CACHE_DIR) instead of
+  # an eagerly compiled op per weight shape (~20 s for GoogLeNet on 2 CPU cores); the weights are the same bits.
+  return nnx.jit(lambda rngs: constructor(num_classes=num_classes, image_size=image_size, rngs=rngs, **kwargs))(rngs)

@@ -1,0 +1,95 @@
+"""Submits launch/slurm.sbatch (multi-node GPU training, one process per GPU) with sbatch, without editing the script.
+
+  python -m launch.slurm --nodes=4 --gpus_per_node=8 --partition=gpu --time=24:00:00 \
+      --workdir=/shared/runs/googlenet -- \
+      --config=configs/googlenet.py --config.data.tfds_data_dir=/shared/tensorflow_datasets
+
+runs (--dry_run prints it instead)
+
+  sbatch --job-name=googlenet --nodes=4 --ntasks-per-node=8 --gpus-per-node=8 --partition=gpu --time=24:00:00 \
+      --chdir=REPO REPO/launch/slurm.sbatch --workdir=/shared/runs/googlenet -- --config=configs/googlenet.py ...
+
+REPO (this checkout) must be on a file system every node sees, installed once with `make install install-cuda`; the
+job runs its .venv and writes its log to REPO/googlenet-JOBID.out. The workdir must be shared too (a relative path is
+made absolute here). ARGS after `--` are inception.main's (--config defaults to configs/googlenet.py). Watch with
+`squeue --me` and `tail -f REPO/googlenet-JOBID.out`, stop with `scancel JOBID`. Preemption and the time limit requeue
+the job, which resumes from its last checkpoint: see launch/slurm.sbatch.
+"""
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+from typing import List, Optional, Sequence, Tuple
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, 'launch', 'slurm.sbatch')
+
+
+def split_argv(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
+  """(the launcher's own arguments, the arguments of inception.main after `--`)."""
+  argv = list(argv)
+  if '--' not in argv:
+    return argv, []
+  i = argv.index('--')
+  return argv[:i], argv[i + 1:]
+
+
+def check_args(args: Sequence[str]) -> List[str]:
+  for a in args:
+    if a.startswith('--config.workdir='):
+      raise SystemExit('launch.slurm: pass the workdir as --workdir=... to the launcher, not as --config.workdir.')
+  return list(args)
+
+
+def shared_workdir(workdir: Optional[str]) -> str:
+  """The workdir as the job sees it: required; a relative path is made absolute (the job runs in REPO)."""
+  if not workdir:
+    raise SystemExit('launch.slurm: --workdir=PATH is required: a directory on storage every node sees (a shared '
+                     'file system, or gs://...), where all processes write the same checkpoints.')
+  return workdir if '://' in workdir else os.path.abspath(workdir)
+
+
+def sbatch_command(*, nodes: int, gpus_per_node: int, workdir: str, args: Sequence[str], job_name: str = 'googlenet',
+                   partition: Optional[str] = None, time: Optional[str] = None, account: Optional[str] = None,
+                   cpus_per_task: Optional[int] = None) -> List[str]:
+  """The sbatch command line: one task per GPU on each of `nodes` nodes, launch/slurm.sbatch run in REPO."""
+  optional = {'partition': partition, 'time': time, 'account': account, 'cpus-per-task': cpus_per_task}
+  return ['sbatch', f'--job-name={job_name}', f'--nodes={nodes}', f'--ntasks-per-node={gpus_per_node}',
+          f'--gpus-per-node={gpus_per_node}', *(f'--{k}={v}' for k, v in optional.items() if v is not None),
+          f'--chdir={REPO}', SCRIPT, f'--workdir={workdir}', '--', *args]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], usage='python -m launch.slurm --nodes=N '
+                                   '--gpus_per_node=G --workdir=/shared/... [options] [--dry_run] -- ARGS')
+  parser.add_argument('--nodes', type=int, required=True)
+  parser.add_argument('--gpus_per_node', type=int, required=True, help='also the processes per node')
+  parser.add_argument('--workdir', default=None, help='shared by all nodes (required)')
+  parser.add_argument('--partition', default=None)
+  parser.add_argument('--time', default=None, help='time limit, e.g. 24:00:00 (default: the script\'s 24 h)')
+  parser.add_argument('--account', default=None)
+  parser.add_argument('--cpus_per_task', type=int, default=None, help='CPUs per process (default: the script\'s 8)')
+  parser.add_argument('--job_name', default='googlenet')
+  parser.add_argument('--dry_run', action='store_true', help='print the sbatch command instead of running it')
+  own, args = split_argv(sys.argv[1:] if argv is None else argv)
+  opts = parser.parse_args(own)
+  if opts.nodes < 1 or opts.gpus_per_node < 1:
+    parser.error('--nodes and --gpus_per_node must be at least 1.')
+  cmd = sbatch_command(nodes=opts.nodes, gpus_per_node=opts.gpus_per_node, workdir=shared_workdir(opts.workdir),
+                       args=check_args(args), job_name=opts.job_name, partition=opts.partition, time=opts.time,
+                       account=opts.account, cpus_per_task=opts.cpus_per_task)
+  if opts.dry_run:
+    print(shlex.join(cmd))
+    return 0
+  try:
+    subprocess.run(cmd, check=True)
+  except subprocess.CalledProcessError as e:
+    return e.returncode or 1
+  print(f'launch.slurm: watch with `squeue --me` and `tail -f {REPO}/{opts.job_name}-JOBID.out`; stop with '
+        f'`scancel JOBID`.')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
