@@ -7,9 +7,11 @@ starts `python -m inception.main ARGS --distributed` P times, each with D CPU de
 port and its process id. Process 0's output goes to the console; every process's to WORKDIR/logs/process_<i>.log.
 If a process fails, the others are stopped and the launcher exits with its exit code, naming it and the end of its log.
 It is the multi-host path of a TPU pod or a GPU cluster, minus the network: what passes here runs there.
+`--dry_run` prints the P commands (with their environment) instead of running them.
 """
 import argparse
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -61,6 +63,13 @@ def process_env(devices_per_process: int, base: Optional[dict] = None) -> dict:
   env['XLA_FLAGS'] = ' '.join(flags)
   env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO, env.get('PYTHONPATH')) if p)
   return env
+
+
+def dry_run_lines(args: Sequence[str], num_processes: int, devices_per_process: int, port: int) -> List[str]:
+  """One shell line per process: the variables launch() sets, then the command."""
+  env = f'JAX_PLATFORMS=cpu JAX_NUM_CPU_DEVICES={devices_per_process}'
+  return [f'{env} {shlex.join(process_command(args, port=port, num_processes=num_processes, process_id=i))}'
+          for i in range(num_processes)]
 
 
 def _pump(stream, log, console):
@@ -136,11 +145,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                    usage='python -m launch.local --num_processes=P --devices_per_process=D -- ARGS')
   parser.add_argument('--num_processes', type=int, default=2)
   parser.add_argument('--devices_per_process', type=int, default=1)
+  parser.add_argument('--dry_run', action='store_true', help='print the commands, run nothing')
   parser.add_argument('args', nargs=argparse.REMAINDER, help='arguments of inception.main, after --')
   opts = parser.parse_args(argv)
   args = opts.args[1:] if opts.args[:1] == ['--'] else opts.args
   if opts.num_processes < 1 or opts.devices_per_process < 1:
     parser.error('--num_processes and --devices_per_process must be at least 1.')
+  if opts.dry_run:
+    print('\n'.join(dry_run_lines(args, opts.num_processes, opts.devices_per_process, free_port())))
+    return 0
   return launch(args, opts.num_processes, opts.devices_per_process)
 
 

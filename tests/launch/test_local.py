@@ -138,3 +138,17 @@ def test_launcher_commands_and_environment():
   assert env['XLA_FLAGS'] == '--xla_foo=1'
   assert local.workdir_of(['--config=configs/googlenet.py:mini', '--config.workdir=/x/y']) == '/x/y'
   assert local.workdir_of(['--config=configs/googlenet.py:mini']) == 'runs/googlenet_mini'
+
+
+def test_dry_run_prints_each_process_command():
+  proc = subprocess.run([sys.executable, '-m', 'launch.local', '--num_processes=2', '--devices_per_process=3',
+                         '--dry_run', '--', '--config=configs/googlenet.py:mini', '--config.workdir=/tmp/a b'],
+                        cwd=REPO, capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  lines = proc.stdout.strip().splitlines()
+  assert len(lines) == 2
+  for i, line in enumerate(lines):
+    assert line.startswith('JAX_PLATFORMS=cpu JAX_NUM_CPU_DEVICES=3 ')
+    assert line.endswith(f"-m inception.main --config=configs/googlenet.py:mini '--config.workdir=/tmp/a b' "
+                         f"--distributed --coordinator_address=127.0.0.1:{lines[0].split(':')[-1].split()[0]} "
+                         f"--num_processes=2 --process_id={i}")
