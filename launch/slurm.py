@@ -22,17 +22,10 @@ import subprocess
 import sys
 from typing import List, Optional, Sequence, Tuple
 
+from launch.tpu_vm import split_argv  # the same `ARGS -- inception.main ARGS` convention
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, 'launch', 'slurm.sbatch')
-
-
-def split_argv(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
-  """(the launcher's own arguments, the arguments of inception.main after `--`)."""
-  argv = list(argv)
-  if '--' not in argv:
-    return argv, []
-  i = argv.index('--')
-  return argv[:i], argv[i + 1:]
 
 
 def check_args(args: Sequence[str]) -> List[str]:
