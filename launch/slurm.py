@@ -20,7 +20,7 @@ import os
 import shlex
 import subprocess
 import sys
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 from launch.tpu_vm import split_argv  # the same `ARGS -- inception.main ARGS` convention
 
