@@ -125,6 +125,9 @@ def test_killed_process_stops_the_job_and_the_rerun_resumes_to_the_same_end(smal
   step_b, state_b, meta_b = restore_state(str(workdir))
   assert step_a == step_b == 3 and meta_a == meta_b
   assert_trees_close(state_a, state_b, rtol=1e-6, atol=1e-7)
+  for name in ('config.json', 'final_eval.json'):
+    assert (workdir / name).exists()
+  assert os.listdir(workdir / 'tensorboard')
   rows = [json.loads(line) for line in read(workdir / 'metrics.jsonl').splitlines()]
   assert [row['step'] for row in rows if 'train/loss' in row] == [1, 2, 3]  # each step once after the resume
 
