@@ -12,10 +12,12 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from inception.metrics import is_local
+
 
 def _absolute(path: epath.Path) -> epath.Path:
   """Local paths made absolute (orbax requires it); cloud paths (gs://...) as they are."""
-  return path if '://' in str(path) else path.resolve()
+  return path.resolve() if is_local(path) else path
 
 
 class Checkpointer:

@@ -80,6 +80,12 @@ def in_val_split(relative_path: str, val_fraction: float) -> bool:
   return int.from_bytes(digest[:8], 'big') / 2.0**64 < val_fraction
 
 
+def _as_tensors(files: List[Tuple[str, int]]) -> Dict[str, tf.Tensor]:
+  """(path, label) pairs as {'path': string [N], 'label': int32 [N]}."""
+  return {'path': tf.constant([p for p, _ in files], tf.string, shape=[len(files)]),
+          'label': tf.constant([l for _, l in files], tf.int32, shape=[len(files)])}
+
+
 @SOURCES.register('folder')
 class FolderSource:
   """Images in `root/<class>/...`, split by hash, or in `root/train/<class>/...` and `root/val/<class>/...`.
@@ -148,9 +154,7 @@ class FolderSource:
     """
     _check_split(split)
     shard = self._files[split][process_index::process_count]
-    paths = tf.constant([p for p, _ in shard], tf.string, shape=[len(shard)])
-    labels = tf.constant([l for _, l in shard], tf.int32, shape=[len(shard)])
-    ds = tf.data.Dataset.from_tensor_slices({'path': paths, 'label': labels})
+    ds = tf.data.Dataset.from_tensor_slices(_as_tensors(shard))
     if shuffle_seed is not None and shard:
       ds = ds.shuffle(len(shard), seed=int(shuffle_seed), reshuffle_each_iteration=True)
     return ds
@@ -161,10 +165,8 @@ class FolderSource:
     The training pipeline uses it to read any example by its place in a global, seeded order (see pipeline.py).
     """
     _check_split(split)
-    files = self._files[split]
-    paths = tf.constant([p for p, _ in files], tf.string, shape=[len(files)])
-    labels = tf.constant([l for _, l in files], tf.int32, shape=[len(files)])
-    return lambda i: {'path': tf.gather(paths, i), 'label': tf.gather(labels, i)}
+    tensors = _as_tensors(self._files[split])
+    return lambda i: {k: tf.gather(v, i) for k, v in tensors.items()}
 
   @staticmethod
   def load(record: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
