@@ -48,6 +48,7 @@ def imagenet() -> ml_collections.ConfigDict:
       train_split='train',
       eval_split='validation',
       shuffle_buffer=10_000,
+      max_bad_fraction=0.01,    # undecodable training images are skipped and counted; more than this fraction stops
   ))
 
   # Preprocessing: names pick functions in inception/data/preprocess.py.
@@ -94,6 +95,8 @@ def imagenet() -> ml_collections.ConfigDict:
   c.log_every_steps = 100
   c.checkpoint_every_steps = 5000
   c.keep_checkpoints = 3
+  c.nan_policy = 'stop'         # a non-finite loss or gradient norm: 'stop' the run (exit 1, before any checkpoint of
+                                # the bad state), or 'skip' the update and count it (train/nonfinite_steps)
   return c
 
 

@@ -1,17 +1,22 @@
-"""Checkpoints with orbax's CheckpointManager: the TrainState plus where each host's input stream stands.
+"""Checkpoints with orbax's CheckpointManager: the TrainState plus the run's counters and what it trained.
 
-Layout: <workdir>/checkpoints/<step>/{state, meta}. `state` is the TrainState pytree (sharded arrays, restored onto the
-same shardings); `meta` is JSON: per-process input positions and skipped-image counts, so a resumed run reads exactly
-the examples it would have read next.
+Layout: <workdir>/checkpoints/<step>/{state, meta}. `state` is the TrainState pytree (sharded arrays, restored onto
+the target's shardings, whatever topology wrote them); `meta` is JSON: the global counts of skipped images and skipped
+non-finite steps, the process count, and the model, classes and image size the state belongs to. The input position
+is not stored: it follows from the step (pipeline.py), which is what lets a random-access run resume on any number of
+hosts. A save is written to a temporary folder and renamed when complete, so a kill never leaves a half checkpoint
+behind; restore still checks the newest one and falls back to the previous complete one if it cannot be read.
 """
 from typing import Any, Dict, Optional, Tuple
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from inception.errors import CheckpointError, WorkdirError
 from inception.metrics import is_local
 
 
@@ -20,45 +25,143 @@ def _absolute(path: epath.Path) -> epath.Path:
   return path.resolve() if is_local(path) else path
 
 
-class Checkpointer:
-  """Saves every `every_steps` (and when forced), keeps the last `keep`, restores the latest."""
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip().splitlines()
+  return f'{type(error).__name__}: {text[0] if text else ""}'[:300]
 
-  def __init__(self, workdir: str, every_steps: int, keep: int):
+
+def _all_agree(ok: bool) -> bool:
+  """True when `ok` holds on every process (so all processes take the same branch)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(ok, np.int32))))
+
+
+def _mismatch(expected, found) -> Optional[str]:
+  """The first difference between the run's `expected` identity (model, classes, image size) and a checkpoint's."""
+  for key, value in expected.items():
+    if key in found and found[key] != value:
+      return f'{key}: the checkpoint has {found[key]!r}, this config {value!r}'
+  return None
+
+
+class Checkpointer:
+  """Saves every `every_steps` (and when forced), keeps the last `keep`, restores the newest readable one.
+
+  `identity` (model name, number of classes, image size) is stored with every checkpoint and checked on restore, so a
+  workdir of another model is refused with a message instead of a tree diff.
+  """
+
+  def __init__(self, workdir: str, every_steps: int, keep: int, identity: Dict[str, Any]):
     self.every_steps = every_steps
+    self.identity = dict(identity)
+    self.directory = _absolute(epath.Path(workdir) / 'checkpoints')
     self.manager = ocp.CheckpointManager(
-        _absolute(epath.Path(workdir) / 'checkpoints'),
+        self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep),  # when to save is decided in maybe_save()
         item_names=('state', 'meta'))
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
 
-  def maybe_save(self, step: int, state, position: int, skipped: int, force: bool = False) -> bool:
-    """Saves asynchronously when due (or `force`); the host-local input position is gathered from every process."""
+  def all_steps(self):
+    return sorted(self.manager.all_steps())
+
+  def maybe_save(self, step: int, state, counts: Dict[str, int], force: bool = False) -> bool:
+    """Saves asynchronously when due (or `force`); `counts` are global (the same on every process).
+
+    Raises CheckpointError if an earlier save failed: a run never goes on without checkpoints.
+    """
+    self.check_for_errors()
     if not (force or step % self.every_steps == 0) or step in self.manager.all_steps():
       return False
-    gathered = multihost_utils.process_allgather(np.asarray([position, skipped], np.int64))
-    gathered = np.asarray(gathered).reshape(-1, 2)
-    meta = {'positions': gathered[:, 0].tolist(), 'skipped': gathered[:, 1].tolist()}
-    return self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    meta = {**{k: int(v) for k, v in counts.items()}, 'process_count': jax.process_count(), **self.identity}
+    try:
+      return self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_error(step, e) from e
+
+  def check_for_errors(self):
+    """Raises CheckpointError if a finished asynchronous save failed."""
+    try:
+      self.manager.check_for_errors()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_error(None, e) from e
+
+  def _save_error(self, step: Optional[int], error: BaseException) -> CheckpointError:
+    what = f'the checkpoint at step {step}' if step is not None else 'a checkpoint'
+    return CheckpointError(f'Could not save {what} in {self.directory} ({_first_line(error)}). Stopping rather than '
+                           f'training without checkpoints: make the folder writable (and check free space), then run '
+                           f'the same command again to resume from step {self.latest_step() or 0}.')
+
+  def _read_meta(self, step: int) -> Dict[str, Any]:
+    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+
+  def _check_structure(self, step: int, target) -> None:
+    """Raises WorkdirError when the checkpoint's arrays do not fit `target` (another model or size)."""
+    stored = self.manager.item_metadata(step)['state']
+    flat_stored = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(stored)[0]}
+    flat_target = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(target)[0]}
+    missing = sorted(set(flat_target) - set(flat_stored))
+    extra = sorted(set(flat_stored) - set(flat_target))
+    problem = None
+    if missing or extra:
+      problem = (f'{len(missing)} arrays of this model are not in it (e.g. {missing[:1]}), {len(extra)} of its arrays '
+                 f'are not in this model (e.g. {extra[:1]})')
+    else:
+      for key, leaf in flat_target.items():
+        if tuple(flat_stored[key].shape) != tuple(leaf.shape):
+          problem = f'{key} has shape {tuple(flat_stored[key].shape)} there, {tuple(leaf.shape)} here'
+          break
+    if problem:
+      raise WorkdirError(f'The checkpoint at step {step} in {self.directory} does not fit this model: {problem}. '
+                         f'Resume it with the config that wrote it (config.json in the workdir), or train this config '
+                         f'in a new --config.workdir.')
 
   def restore(self, target) -> Tuple[Any, Dict[str, Any]]:
-    """Restores the latest checkpoint onto `target`'s shapes, dtypes and shardings; returns (state, this host's meta)."""
-    step = self.manager.latest_step()
+    """Restores the newest checkpoint that reads back completely onto `target`'s shapes, dtypes and shardings.
+
+    A checkpoint that cannot be read (a truncated or missing file) is skipped with a warning, never deleted, and the
+    one before it is tried. One that belongs to another model, class count or image size is a WorkdirError. Returns
+    (state, meta).
+    """
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target)
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    meta = restored['meta']
-    if len(meta['positions']) != jax.process_count():
-      raise ValueError(f'The checkpoint at step {step} was written by {len(meta["positions"])} processes, this run has '
-                       f'{jax.process_count()}: resume with the same number of hosts.')
-    i = jax.process_index()
-    return restored['state'], {'position': int(meta['positions'][i]), 'skipped': int(meta['skipped'][i])}
+    failures = []
+    for step in reversed(self.all_steps()):
+      try:
+        meta = self._read_meta(step)
+      except Exception as e:  # pylint: disable=broad-except
+        meta, error = None, e
+      if _all_agree(meta is not None):
+        problem = _mismatch(self.identity, meta)
+        if problem:
+          raise WorkdirError(f'The workdir {self.directory.parent} holds a run of another model ({problem}). Resume '
+                             f'it with the config that wrote it (config.json there), or use a new --config.workdir.')
+        self._check_structure(step, abstract)
+        try:
+          state = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+          state, error = state['state'], None
+        except Exception as e:  # pylint: disable=broad-except
+          state, error = None, e
+        if _all_agree(state is not None):
+          if failures:
+            logging.warning('Resuming from step %d, the newest checkpoint that reads back (kept, not deleted: %s).',
+                            step, '; '.join(failures))
+          return state, meta
+      failures.append(f'step {step} could not be read: {_first_line(error) if error else "on another process"}')
+      logging.warning('Checkpoint %s/%d cannot be restored (%s); trying the one before it.', self.directory, step,
+                      _first_line(error) if error else 'failed on another process')
+    raise CheckpointError(f'No checkpoint in {self.directory} can be restored ({"; ".join(failures)}). Move the '
+                          f'folder away to start afresh, or restore it from a backup.')
 
   def wait(self):
-    """Blocks until asynchronous saves are on disk."""
-    self.manager.wait_until_finished()
+    """Blocks until asynchronous saves are on disk; raises CheckpointError if one failed."""
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_error(None, e) from e
+    self.check_for_errors()
 
   def close(self):
     self.manager.close()

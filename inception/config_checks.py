@@ -9,8 +9,10 @@ from typing import List, Optional, Sequence, Tuple
 
 import ml_collections
 
+from inception.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
   """A config file, variant or override that cannot be used; the message says which and how to fix it."""
 
 

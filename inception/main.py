@@ -1,5 +1,8 @@
 """Command line: `python -m inception.main --config=configs/googlenet.py[:variant] [--config.key=value ...]`.
 
+Exit codes: 0 done; 1 an error (an expected one is a single line naming the problem and the fix); 75 stopped by
+SIGTERM/SIGINT after saving a checkpoint at the current step (run the same command again to resume).
+
 Multi-host: add `--distributed` on every process. On TPU VM pods and under SLURM JAX finds the coordinator itself;
 elsewhere pass `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` (or the JAX_COORDINATOR_ADDRESS,
 JAX_NUM_PROCESSES, JAX_PROCESS_ID variables). `python -m launch.local` runs several processes on this machine; see
@@ -34,7 +37,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_quiet_libraries)
   import jax  # after flag parsing, so --help is fast
-  from inception import distributed, train
+  from inception import distributed, errors, preemption, train
   from inception.data import sources
 
   if _DISTRIBUTED.value:
@@ -51,6 +54,11 @@ def main(argv):
   except sources.DatasetNotPreparedError as e:
     sys.exit(f'{e}\nTo train on the embedded Caltech 101 subset instead: `make train`, i.e. '
              f'python -m inception.main --config=configs/googlenet.py:mini')
+  except errors.UserError as e:  # expected failures: one message with the fix, no traceback
+    sys.exit(f'{type(e).__name__}: {e}')
+  except preemption.Preempted as e:
+    logging.warning('%s', e)
+    sys.exit(preemption.EXIT_PREEMPTED)
   if jax.process_index() == 0:
     print(train.final_line(results), flush=True)
 

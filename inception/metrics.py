@@ -8,6 +8,7 @@ import time
 from typing import Dict, List, Optional
 
 import jax
+import numpy as np
 from etils import epath
 from flax.metrics import tensorboard
 
@@ -83,3 +84,33 @@ class Throughput:
     self._step, self._time = step, now
     self.rate = steps_per_s * batch_size
     return self.rate, (total_steps - step) / max(steps_per_s, 1e-9)
+
+
+class StepHistory:
+  """The train steps' metrics between two reports: device arrays until `fetch` brings them to the host in one go.
+
+  `fetch` returns the newly fetched (step, values) pairs (the loop checks them for non-finite steps); `means` averages
+  everything fetched since the last call over the finite steps (the learning rate over all) and starts afresh.
+  """
+
+  def __init__(self):
+    self._pending: List = []
+    self._fetched: List = []
+
+  def add(self, step: int, step_metrics) -> None:
+    self._pending.append((step, step_metrics))
+
+  def fetch(self) -> List:
+    new = [(step, {k: float(v) for k, v in values.items()}) for step, values in jax.device_get(self._pending)]
+    self._pending = []
+    self._fetched.extend(new)
+    return new
+
+  def means(self) -> Dict[str, float]:
+    self.fetch()
+    rows, self._fetched = self._fetched, []
+    finite = [values for _, values in rows if values['finite']]
+    out = {k: float(np.mean([v[k] for v in finite])) for k in (finite[0] if finite else {})
+           if k not in ('finite', 'skipped_images')}
+    out['lr'] = float(np.mean([values['lr'] for _, values in rows])) if rows else float('nan')
+    return out

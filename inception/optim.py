@@ -27,10 +27,11 @@ def cosine(cfg: ml_collections.ConfigDict, base_lr: float, steps_per_epoch: int,
 
 
 def _with_warmup(schedule, base_lr: float, warmup_steps: int):
-  """Prepends a linear ramp 0 -> base_lr over `warmup_steps`; the decay counts from the start of the run."""
+  """Prepends a linear ramp over `warmup_steps`: step s < warmup_steps gets base_lr * (s + 1) / warmup_steps, so the
+  first step already learns and the last warm-up step reaches base_lr; the decay counts from the start of the run."""
   if warmup_steps <= 0:
     return schedule
-  ramp = optax.linear_schedule(0.0, base_lr, warmup_steps)
+  ramp = optax.linear_schedule(base_lr / warmup_steps, base_lr, max(1, warmup_steps - 1))
   return lambda step: jnp.where(step < warmup_steps, ramp(step), schedule(step))
 
 

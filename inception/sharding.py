@@ -9,6 +9,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from inception.config_checks import ConfigError
+
 DATA_AXIS = 'data'
 
 
@@ -32,8 +34,8 @@ def check_batch_size(global_batch: int, mesh: Mesh, what: str = 'batch_size'):
   """Raises a clear error when the global batch does not split evenly over devices and processes."""
   n = mesh.devices.size
   if global_batch % n or global_batch % jax.process_count():
-    raise ValueError(f'config.{what}={global_batch} must be divisible by the {n} devices '
-                     f'({jax.process_count()} processes); set --config.{what} to a multiple of {n}.')
+    raise ConfigError(f'--config.{what}={global_batch} must be divisible by the {n} devices '
+                      f'({jax.process_count()} processes): set it to a multiple of {n}.')
 
 
 def to_global(batch, mesh: Mesh):

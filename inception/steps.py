@@ -38,42 +38,56 @@ def create_train_state(model: nnx.Module, tx: optax.GradientTransformation, seed
   return graphdef, state
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
-  """Mean softmax cross-entropy against one-hot labels smoothed by `label_smoothing`; logits [B, C], labels [B]."""
+def cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array, label_smoothing: float) -> jax.Array:
+  """Softmax cross-entropy against one-hot labels smoothed by `label_smoothing`, averaged over the rows whose `mask` is
+  1 (undecodable images are masked out); logits [B, C], labels [B], mask [B]."""
   targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-  return optax.softmax_cross_entropy(logits, targets).mean()
+  losses = optax.softmax_cross_entropy(logits, targets)
+  return jnp.sum(jnp.where(mask > 0, losses, 0.0)) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
 def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: Callable,
                     config: ml_collections.ConfigDict) -> Callable[[TrainState, Dict[str, jax.Array]], Any]:
-  """Returns train_step(state, batch) -> (state, metrics) for a model graph in training mode."""
+  """Returns train_step(state, batch) -> (state, metrics) for a model graph in training mode.
+
+  A step whose loss or gradient norm is not finite leaves the weights, optimizer state and averages as they were (only
+  the step count moves on) and reports `finite` = 0: the loop stops the run or counts the step (config.nan_policy).
+  """
   loss_cfg, ema_cfg = config.loss, config.ema
 
   def train_step(state: TrainState, batch: Dict[str, jax.Array]):
     dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    labels, mask = batch['label'], batch['mask']
 
     def loss_fn(params):
       # copy=True: fresh Variables at this (grad) trace level, so BatchNorm may update its statistics here.
       model = nnx.merge(graphdef, params, state.model_state, copy=True)
       logits, aux_logits = model(batch['image'], rngs=nnx.Rngs(dropout=dropout_key))
-      main_loss = cross_entropy(logits, batch['label'], loss_cfg.label_smoothing)
-      aux_loss = sum((cross_entropy(a, batch['label'], loss_cfg.label_smoothing) for a in aux_logits), 0.0)
+      main_loss = cross_entropy(logits, labels, mask, loss_cfg.label_smoothing)
+      aux_loss = sum((cross_entropy(a, labels, mask, loss_cfg.label_smoothing) for a in aux_logits), 0.0)
       _, _, model_state = nnx.split(model, nnx.Param, ...)
       return main_loss + loss_cfg.aux_weight * aux_loss, (logits, main_loss, model_state)
 
     grads, (logits, main_loss, model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(main_loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     decay = optim.ema_decay(ema_cfg, state.step)
-    new_state = state.replace(
-        step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state,
+    updated = dict(
+        params=params, model_state=model_state, opt_state=opt_state,
         ema_params=optim.ema_update(state.ema_params, params, decay),
         ema_model_state=optim.ema_update(state.ema_model_state, model_state, decay))
+    kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated,
+                        {name: getattr(state, name) for name in updated})
+    new_state = state.replace(step=state.step + 1, **kept)
     metrics = {
         'loss': main_loss,
-        'top1': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
+        'top1': jnp.sum(jnp.where(mask > 0, jnp.argmax(logits, -1) == labels, False)) / jnp.maximum(jnp.sum(mask), 1),
         'lr': schedule(state.step),
-        'grad_norm': optax.tree.norm(grads),
+        'grad_norm': grad_norm,
+        'finite': finite.astype(jnp.float32),
+        'skipped_images': jnp.sum(mask <= 0).astype(jnp.float32),
     }
     return new_state, metrics
 
@@ -92,11 +106,12 @@ def make_eval_step(graphdef) -> Callable[[Any, Any, Dict[str, jax.Array]], Dict[
     labels, mask = batch['label'], batch['mask']
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     top5 = jax.lax.top_k(logits, 5)[1] if logits.shape[-1] >= 5 else jnp.argsort(-logits, axis=-1)
+    real = mask > 0  # `where`, not multiplication: a NaN on a padding row must not reach the sums
     return {
-        'loss': jnp.sum(losses * mask),
-        'top1': jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
-        'top5': jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * mask),
-        'count': jnp.sum(mask),
+        'loss': jnp.sum(jnp.where(real, losses, 0.0)),
+        'top1': jnp.sum(real & (jnp.argmax(logits, -1) == labels)),
+        'top5': jnp.sum(real & jnp.any(top5 == labels[:, None], axis=-1)),
+        'count': jnp.sum(real),
     }
 
   return eval_step

@@ -13,19 +13,32 @@ from absl import logging
 from etils import epath
 from flax import nnx
 
-from inception import checkpoint, metrics, models, optim, sharding, steps
+from inception import checkpoint, config_checks, metrics, models, optim, preemption, sharding, steps
+from inception import workdir as workdir_lib
+from inception.errors import DivergedError, WorkdirError
 from inception.data import pipeline
 from inception.evaluators import EVALUATORS
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        devices: Optional[Sequence[jax.Device]] = None) -> Dict[str, float]:
-  """Trains `config` in `config.workdir` (resuming from its latest checkpoint) and returns the final evaluation."""
-  # ---------------------------------------------------------------- Data (first: a missing dataset writes nothing)
+  """Trains `config` in `config.workdir` (resuming from its latest checkpoint) and returns the final evaluation.
+
+  Expected failures raise inception.errors.UserError subclasses before anything is written where possible;
+  a SIGTERM/SIGINT raises preemption.Preempted once its checkpoint is on disk.
+  """
+  # ---------------------------------------------------------------- Config and data (a bad one writes nothing)
+  config_checks.check_config(config)
   source = pipeline.build_source(config)
   num_train = source.num_examples('train')
-  steps_per_epoch = max(1, num_train // config.batch_size)
+  if config.batch_size > num_train:
+    raise config_checks.ConfigError(f'--config.batch_size={config.batch_size} is larger than the {num_train} '
+                                    f'training images: use at most {num_train}.')
+  steps_per_epoch = num_train // config.batch_size
   total_steps = int(round(config.num_epochs * steps_per_epoch))
+  if total_steps < 1:
+    raise config_checks.ConfigError(f'--config.num_epochs={config.num_epochs} gives no training step at '
+                                    f'{steps_per_epoch} steps per epoch: raise it.')
 
   # ---------------------------------------------------------------- Mesh
   mesh = sharding.make_mesh(devices)
@@ -35,9 +48,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   # ---------------------------------------------------------------- Workdir (local or gs://; process 0 writes files)
   workdir = epath.Path(config.workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:
-    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
+  workdir_lib.check_writable(workdir)
+  if (workdir / 'checkpoints').exists():
+    workdir_lib.check_writable(workdir / 'checkpoints')
+  ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_every_steps, config.keep_checkpoints, identity={
+      'model': config.model.name, 'num_classes': source.num_classes, 'image_size': config.pp.image_size})
+  changes = workdir_lib.check_resume(workdir, config, has_checkpoint=bool(ckpt.all_steps()))
   logging.info('Training on %d examples of %d classes (%d eval), %d steps of %d (%d per epoch), %d devices in %d '
                'processes.', num_train, source.num_classes, source.num_examples('eval'), total_steps,
                config.batch_size, steps_per_epoch, mesh.devices.size, jax.process_count())
@@ -57,13 +73,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   state = jax.device_put(state, repl)
 
   # ---------------------------------------------------------------- Checkpoint: resume when the workdir has one
-  ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_every_steps, config.keep_checkpoints)
-  position, skipped = 0, 0
-  if ckpt.latest_step() is not None:
+  counts = {'train_skipped_images': 0, 'nonfinite_steps': 0}  # global, carried in every checkpoint
+  if ckpt.all_steps():
     state, meta = ckpt.restore(state)
-    position, skipped = meta['position'], meta['skipped']
-    logging.info('Resumed from step %d (input position %d).', int(state.step), position)
+    counts = {k: int(meta.get(k, 0)) for k in counts}
+    _check_resumable(meta, source, int(state.step), total_steps, workdir)
+    logging.info('Resumed from step %d.%s', int(state.step),
+                 f' Config changes: {"; ".join(changes)}.' if changes else '')
   start_step = int(state.step)
+  if jax.process_index() == 0:
+    workdir_lib.write_config(workdir, config, start_step)
   writer = metrics.MetricWriter(workdir, resume_step=start_step)
 
   # ---------------------------------------------------------------- Steps and evaluators
@@ -82,48 +101,96 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   # ---------------------------------------------------------------- Loop
   batches = pipeline.train_batches(config, process_index=jax.process_index(), process_count=jax.process_count(),
-                                   start_position=position, source=source)
-  counter = pipeline.SkipCounter(start_position=position, skipped=skipped)
+                                   start_step=start_step, source=source)
+  guard = pipeline.BadImageGuard(config.data.max_bad_fraction, min_examples=min(num_train, 256))
   eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
   throughput = metrics.Throughput(start_step)
-  pending = []
-  for step in range(start_step + 1, total_steps + 1):
-    batch = next(batches)
-    counter.update(batch.pop('index'))
-    state, step_metrics = train_step(state, sharding.to_global(batch, mesh))
-    pending.append(step_metrics)
+  history = metrics.StepHistory()
+  with preemption.PreemptionWatcher(multi_process=jax.process_count() > 1) as watcher:
+    for step in range(start_step + 1, total_steps + 1):
+      batch = next(batches)
+      batch.pop('index')
+      guard.update(batch['mask'])
+      state, step_metrics = train_step(state, sharding.to_global(batch, mesh))
+      history.add(step, step_metrics)
+      stop = watcher.should_stop(step)
+      save = stop or step == total_steps or step % config.checkpoint_every_steps == 0
 
-    if step % config.log_every_steps == 0 or step == total_steps:
-      means = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
-      pending = []
-      rate, eta = throughput.report(step, total_steps, config.batch_size)
-      writer.write(step, {f'train/{k}': v for k, v in means.items()} | {
-          'train/images_per_s': rate, 'train/epoch': step / steps_per_epoch,
-          'train/skipped_images': counter.skipped})
-      logging.info('step %d/%d epoch %.2f loss %.4f top1 %.3f lr %.5f %.1f img/s ETA %s', step, total_steps,
-                   step / steps_per_epoch, means['loss'], means['top1'], means['lr'], rate,
-                   metrics.format_duration(eta))
-    if step % eval_every == 0 and step != total_steps:
-      evaluate(step)
-    ckpt.maybe_save(step, state, counter.position, counter.skipped, force=step == total_steps)
+      if save or step % config.log_every_steps == 0:
+        _check_finite(history.fetch(), counts, config.nan_policy, ckpt)  # before any save of this state
+      if step % config.log_every_steps == 0 or step == total_steps:
+        means = history.means()
+        rate, eta = throughput.report(step, total_steps, config.batch_size)
+        writer.write(step, {f'train/{k}': v for k, v in means.items()} | {
+            'train/images_per_s': rate, 'train/epoch': step / steps_per_epoch,
+            'train/skipped_images': counts['train_skipped_images'], 'train/nonfinite_steps': counts['nonfinite_steps']})
+        logging.info('step %d/%d epoch %.2f loss %.4f top1 %.3f lr %.5f %.1f img/s ETA %s', step, total_steps,
+                     step / steps_per_epoch, means.get('loss', float('nan')), means.get('top1', float('nan')),
+                     means['lr'], rate, metrics.format_duration(eta))
+      if step % eval_every == 0 and step != total_steps and not stop:
+        evaluate(step)
+      if save:
+        ckpt.maybe_save(step, state, counts, force=True)
+      if stop:
+        ckpt.wait()
+        writer.close()
+        logging.warning('Stopped by %s at step %d of %d: the checkpoint is on disk; exiting with %d so the launcher '
+                        'runs the job again.', watcher.signal_name, step, total_steps, preemption.EXIT_PREEMPTED)
+        raise preemption.Preempted(step, watcher.signal_name)
 
   # ---------------------------------------------------------------- Final evaluation
-  ckpt.maybe_save(total_steps, state, counter.position, counter.skipped, force=True)
+  ckpt.maybe_save(total_steps, state, counts, force=True)  # no-op unless the loop ran no step
   results = evaluate(total_steps)
   ckpt.wait()
   ckpt.close()
   writer.close()
+  results = {**results, 'train/skipped_images': counts['train_skipped_images'],
+             'train/nonfinite_steps': counts['nonfinite_steps']}
   if jax.process_index() == 0:
     (workdir / 'final_eval.json').write_text(json.dumps(results, indent=2))
-  if counter.skipped or results.get('eval/skipped_images'):
-    logging.warning('Skipped undecodable images: %d in training, %d in evaluation.', counter.skipped,
-                    results.get('eval/skipped_images', 0))
+  if counts['train_skipped_images'] or results.get('eval/skipped_images'):
+    logging.warning('Skipped undecodable images: %d in training (image-steps), %d in evaluation.',
+                    counts['train_skipped_images'], results.get('eval/skipped_images', 0))
   return results
 
 
+def _check_resumable(meta, source, step: int, total_steps: int, workdir) -> None:
+  """WorkdirError when the restored run cannot continue under this config (see workdir.py for config changes)."""
+  if step > total_steps:
+    raise WorkdirError(f'{workdir} holds a run at step {step}, past this config\'s {total_steps} steps (fewer epochs or '
+                       f'a larger batch). Raise --config.num_epochs to continue it, or use a new --config.workdir.')
+  written_by = int(meta.get('process_count', jax.process_count()))
+  if not source.random_access and written_by != jax.process_count():
+    raise WorkdirError(f'The checkpoint was written by {written_by} processes and this run has '
+                       f'{jax.process_count()}: a source read in order (TFDS TFRecord) resumes only on as many '
+                       f'processes. Run on {written_by} processes, or prepare the dataset as ArrayRecord '
+                       f'(`tfds build --file_format=array_record`) for resumes on any number of hosts.')
+
+
+def _check_finite(fetched, counts: Dict[str, int], nan_policy: str, ckpt) -> None:
+  """Counts skipped images and non-finite steps of newly fetched steps; DivergedError on one when policy is 'stop'."""
+  for step, values in fetched:
+    counts['train_skipped_images'] += int(values['skipped_images'])
+    if values['finite']:
+      continue
+    counts['nonfinite_steps'] += 1
+    if nan_policy == 'stop':
+      ckpt.wait()
+      last = ckpt.latest_step()
+      raise DivergedError(
+          f'Step {step}: the loss is {values["loss"]} and the gradient norm {values["grad_norm"]} (learning rate '
+          f'{values["lr"]:g}); stopping before any checkpoint of this state. The last good checkpoint is '
+          f'{"step %d" % last if last is not None else "none (no checkpoint yet)"}. Lower --config.optimizer.lr (or '
+          f'add --config.schedule.warmup_epochs), or pass --config.nan_policy=skip to skip such updates.')
+    logging.warning('Step %d: non-finite loss %s / gradient norm %s: update skipped (nan_policy=skip; %d so far).',
+                    step, values['loss'], values['grad_norm'], counts['nonfinite_steps'])
+
+
 def final_line(results: Dict[str, float]) -> str:
-  """The run's last line: EMA-weight accuracy first (as `top1=`/`top5=`), then the raw weights."""
+  """The run's last line: EMA-weight accuracy first (as `top1=`/`top5=`), then the raw weights, then the undecodable
+  images left out (training: image reads over the run, so a bad file counts once per epoch; evaluation: files)."""
   return (f'final eval (EMA weights, {int(results["eval/examples"])} images): '
           f'top1={results["eval_ema/top1"]:.4f} top5={results["eval_ema/top5"]:.4f} '
           f'loss={results["eval_ema/loss"]:.4f} | raw weights: raw_top1={results["eval/top1"]:.4f} '
-          f'raw_top5={results["eval/top5"]:.4f} | skipped images: {int(results["eval/skipped_images"])}')
+          f'raw_top5={results["eval/top5"]:.4f} | skipped images: train {int(results.get("train/skipped_images", 0))}'
+          f', eval {int(results["eval/skipped_images"])}')

@@ -24,7 +24,9 @@ def test_staircase_drops_4_percent_every_8_epochs():
 
 def test_linear_warmup_then_staircase():
   lr = optim.make_schedule(_config(decay_rate=0.5, decay_epochs=2, warmup_epochs=1), 10, 100)
-  np.testing.assert_allclose([float(lr(s)) for s in (0, 5, 10, 19, 20)], [0.0, 0.05, 0.1, 0.1, 0.05], rtol=1e-6)
+  # Step s of the 10 warm-up steps gets 0.1 * (s + 1) / 10: the first step learns, step 9 reaches the peak.
+  np.testing.assert_allclose([float(lr(s)) for s in (0, 4, 9, 10, 19, 20)], [0.01, 0.05, 0.1, 0.1, 0.1, 0.05],
+                             rtol=1e-6)
 
 
 @pytest.mark.parametrize('batch_size, expected', [(32, 0.01), (256, 0.08), (1024, 0.32), (16, 0.005)])
@@ -35,7 +37,8 @@ def test_learning_rate_scales_linearly_with_the_global_batch(batch_size, expecte
   c.schedule.warmup_epochs = 1
   assert optim.base_lr(c) == pytest.approx(expected)
   lr = optim.make_schedule(c, 10, 1000)
-  np.testing.assert_allclose([float(lr(5)), float(lr(10))], [expected / 2, expected], rtol=1e-6)
+  np.testing.assert_allclose([float(lr(0)), float(lr(4)), float(lr(10))], [expected / 10, expected / 2, expected],
+                             rtol=1e-6)
 
 
 def test_cosine_reaches_zero():

@@ -1,6 +1,5 @@
 """Input data: sources (folder / TFDS), per-example preprocessing, and the tf.data pipelines."""
 from inception.data.pipeline import EvalBatches
-from inception.data.pipeline import SkipCounter
 from inception.data.pipeline import eval_batches
 from inception.data.pipeline import train_batches
 from inception.data.preprocess import PREPROCESS

@@ -3,12 +3,18 @@
 Both yield numpy dicts of per-process batches (global batch size / process count). TF is kept off any
 accelerator so JAX owns them.
 
-Training order. For sources with random access (image folders) the order is global: epoch e is a permutation of the
-whole split seeded by (seed, e), the epochs are concatenated into one stream, global batch k is its slice k, and each
-process reads only its own part of that slice (process p: rows p*b .. (p+1)*b-1 of each global batch of B = P*b).
-An example's augmentation is seeded by its global stream position. So the global batches, their augmentation and the
-trained model do not depend on how many processes or devices share the work. Other sources (TFDS) are read as
-per-process shards with a shuffle buffer: deterministic for a given number of processes.
+Training order, and what a resume costs:
+- Random-access sources (image folders; TFDS datasets prepared as ArrayRecord): the order is global. Epoch e is a
+  permutation of the whole split seeded by (seed, e), the epochs are concatenated into one stream, global batch k is
+  its slice k, and process p reads rows p*b .. (p+1)*b-1 of it (B = P*b). An example's augmentation is seeded by its
+  global stream position. So the batches, their augmentation and the trained model depend on the global batch size,
+  not on how many processes or devices share the work: a checkpoint resumes exactly on another number of hosts, and
+  a resume at any step starts at once (O(1): nothing before it is generated or read).
+- Sources read in order (TFDS TFRecord files): each process reads its own shard, epoch by epoch, through a shuffle
+  buffer seeded by (seed, epoch). Deterministic for a given number of processes; a resume re-reads (not decodes) at
+  most the current epoch of its shard, and needs the same number of processes.
+An image that cannot be decoded keeps its place in the order as a masked zero image (`mask` 0): it is counted, left
+out of the loss, and the batches never shift.
 """
 import math
 from typing import Dict, Iterator
@@ -16,8 +22,10 @@ from typing import Dict, Iterator
 import ml_collections
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from inception.data.preprocess import PREPROCESS
+from inception.errors import DataError
 from inception.data.sources import build_source
 
 try:  # TF must never claim a GPU that JAX needs; fails only if TF already initialised its devices.
@@ -65,43 +73,82 @@ def _preprocess_fn(config: ml_collections.ConfigDict, stage: str, load):
   return fn
 
 
+def _first_local_index(q, *, b: int, big_b: int, p: int):
+  """The first local index of process `p` whose global position is >= q (positions increase with the index)."""
+  k, r = q // big_b, q % big_b
+  return tf.where(r <= p * b, k * b, tf.where(r < (p + 1) * b, k * b + r - p * b, (k + 1) * b))
+
+
 def global_order(num_examples: int, seed: int, *, global_batch: int, process_index: int, process_count: int,
-                 start_position: int = 0) -> tf.data.Dataset:
+                 start_index: int = 0) -> tf.data.Dataset:
   """This process's endless part of the global training order, as (index, position, example_id) int64 triples.
 
   `position` counts over the global stream (epochs of `num_examples` seeded permutations, concatenated); this process
   takes rows [p*b, (p+1)*b) of every global batch of `global_batch` = process_count * b. `index` counts this process's
-  own elements (0, 1, 2, ...): resuming at `start_position` (an index) continues the stream exactly, at the cost of
-  filtering at most one epoch of integers (no example is read).
+  own elements (0, 1, 2, ...). Starting at `start_index` costs O(1): the first epoch is found arithmetically and only
+  its permutation is computed; nothing before it is generated.
   """
   b = local_batch_size(global_batch, process_count)
   n, big_b, p = int(num_examples), int(global_batch), int(process_index)
-
-  def to_position(index):  # local index -> global position
-    return index // b * big_b + p * b + index % b
-
-  first = to_position(int(start_position))
-  first_epoch = first // n
+  start = int(start_index)
+  first_epoch = (start // b * big_b + p * b + start % b) // n
 
   def epoch(e):
     order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([int(seed), e]))
-    start = tf.where(e == first_epoch, first - e * n, 0)
-    positions = tf.data.Dataset.range(e * n + start, (e + 1) * n)
-    return tf.data.Dataset.zip(positions, tf.data.Dataset.from_tensor_slices(order[start:]))
+    lo = tf.maximum(_first_local_index(e * n, b=b, big_b=big_b, p=p), start)
+    hi = _first_local_index((e + 1) * n, b=b, big_b=big_b, p=p)
+    indices = tf.data.Dataset.range(lo, hi)
+    return indices.map(lambda i: (i, i // b * big_b + p * b + i % b)).map(
+        lambda i, position: (i, position, tf.gather(order, position - e * n)))
 
-  ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch)
-  ds = ds.filter(lambda position, _: position % big_b // b == p)
-  return ds.map(lambda position, example: (position // big_b * b + position % big_b - p * b, position, example))
+  return tf.data.Dataset.range(first_epoch, 2**62 // n).flat_map(epoch)
+
+
+def stream_order(source, seed: int, *, process_index: int, process_count: int, start_index: int = 0,
+                 shuffle_buffer: int = 10_000) -> tf.data.Dataset:
+  """This process's endless stream of (index, record) for a source read in order (TFDS TFRecord files).
+
+  Epoch e of the stream is this process's shard shuffled through a `shuffle_buffer` seeded by (seed, e). Resuming at
+  `start_index` re-reads (without decoding) at most the records of the current epoch before it.
+  """
+  shard = source.records('train', process_index=process_index, process_count=process_count)
+  size = source.shard_size('train', process_index=process_index, process_count=process_count)
+  first_epoch, offset = divmod(int(start_index), size)
+  if offset:
+    logging.info('Resuming the training stream at record %d of epoch %d of this process\'s shard: re-reading those '
+                 'records (not decoding them).', offset, first_epoch)
+
+  def epoch(e):
+    shuffled = shard.shuffle(shuffle_buffer, seed=int(seed) * 1_000_003 + e, reshuffle_each_iteration=False)
+    return shuffled.skip(tf.where(e == first_epoch, tf.constant(offset, tf.int64), tf.constant(0, tf.int64)))
+
+  ds = tf.data.Dataset.range(first_epoch, 2**62 // size).flat_map(epoch)
+  return ds.enumerate(start=int(start_index))
+
+
+def _masked(preprocess, image_size: int):
+  """Wraps `preprocess(*args)` per element: its example with `mask` 1, or, when the image cannot be decoded, a zero
+  image with `mask` 0 in its place. A bad file so keeps its slot in the order (batches stay the global order's slices)
+  instead of spinning or shifting the stream, and the step leaves masked rows out of the loss."""
+
+  def one(*args):
+    good = tf.data.Dataset.from_tensors(args).map(lambda *a: {**preprocess(*a), 'mask': tf.constant(1.0)})
+    bad = tf.data.Dataset.from_tensors({'image': tf.zeros([image_size, image_size, 3], tf.float32),
+                                        'label': tf.constant(0, tf.int32), 'index': args[0],
+                                        'mask': tf.constant(0.0)})
+    return good.ignore_errors().concatenate(bad).take(1)
+
+  return one
 
 
 def train_batches(config: ml_collections.ConfigDict, *, process_index: int, process_count: int,
-                  start_position: int = 0, source=None) -> Iterator[Dict[str, np.ndarray]]:
-  """Endless numpy batches {'image': f32 [B, S, S, 3], 'label': i32 [B], 'index': i64 [B]}, B local.
+                  start_step: int = 0, source=None) -> Iterator[Dict[str, np.ndarray]]:
+  """Endless numpy batches {'image': f32 [B, S, S, 3], 'label': i32 [B], 'index': i64 [B], 'mask': f32 [B]}, B local.
 
-  `index` is the example's position in this process's stream (see the module docstring for the order;
-  augmentation is seeded by config.seed and the stream position), so starting at `start_position`
-  reproduces the tail of an uninterrupted stream. Undecodable images are dropped (gaps in `index`,
-  see SkipCounter). Pass the `source` the caller already built to avoid listing the data again.
+  Batch k (from 0) is training step k + 1's share of this process; starting at `start_step` gives the same batches an
+  uninterrupted stream gives from there (see the module docstring for the order; augmentation is seeded by config.seed
+  and the stream position). `index` is the example's place in this process's stream; an undecodable image keeps its
+  place as a zero image with `mask` 0. Pass the `source` the caller already built to avoid listing the data again.
   """
   batch = local_batch_size(config.batch_size, process_count)
   source = build_source(config) if source is None else source
@@ -109,40 +156,42 @@ def train_batches(config: ml_collections.ConfigDict, *, process_index: int, proc
     raise ValueError(f'The train split has {source.num_examples("train")} examples, fewer than the '
                      f'{process_count} processes.')
   preprocess = _preprocess_fn(config, 'train', source.load)
-  if hasattr(source, 'lookup'):  # random access: the global order (module docstring)
+  start_index = int(start_step) * batch
+  if source.random_access:  # the global order (module docstring)
     lookup = source.lookup('train')
     ds = global_order(source.num_examples('train'), config.seed, global_batch=config.batch_size,
-                      process_index=process_index, process_count=process_count, start_position=start_position)
-    ds = ds.map(lambda index, position, example: preprocess(index, lookup(example), position),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  else:  # a per-process shard; skip records before decoding, so resuming reads but does not decode
-    ds = source.records('train', process_index=process_index, process_count=process_count,
-                        shuffle_seed=config.seed)
-    ds = ds.repeat().enumerate().skip(start_position)
-    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.ignore_errors()
+                      process_index=process_index, process_count=process_count, start_index=start_index)
+    fn = lambda index, position, example: preprocess(index, lookup(example), position)
+  else:  # a per-process shard, epoch by epoch
+    ds = stream_order(source, config.seed, process_index=process_index, process_count=process_count,
+                      start_index=start_index, shuffle_buffer=int(config.data.shuffle_buffer))
+    fn = preprocess
+  ds = ds.interleave(_masked(fn, int(stage_pp(config.pp, 'train').image_size)), cycle_length=16, block_length=1,
+                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
   return ds.with_options(_options()).as_numpy_iterator()
 
 
-class SkipCounter:
-  """Follows `index` batches of train_batches: counts images dropped as undecodable, and where to resume.
+class BadImageGuard:
+  """Counts this process's masked (undecodable) training images and stops the run when there are too many.
 
-  Indices increase by one per stream element, so a gap between consecutive indices is a skipped image.
+  The check is local (no device round trip): every process sees its own share of the same global order.
   """
 
-  def __init__(self, start_position: int = 0, skipped: int = 0):
-    self.position = int(start_position)  # The next stream position: start_position on resume.
-    self.skipped = int(skipped)
+  def __init__(self, max_fraction: float, min_examples: int):
+    self.max_fraction, self.min_examples = float(max_fraction), int(min_examples)
+    self.seen = self.bad = 0
 
-  def update(self, index_batch) -> None:
-    """Accounts for one batch of (increasing) stream indices."""
-    index_batch = np.asarray(index_batch).reshape(-1)
-    if index_batch.size == 0:
-      return
-    last = int(index_batch[-1])
-    self.skipped += (last + 1 - self.position) - index_batch.size
-    self.position = last + 1
+  def update(self, mask: np.ndarray) -> None:
+    """Accounts for one batch's `mask`; DataError when more than `max_fraction` of the images so far were bad."""
+    self.seen += mask.size
+    self.bad += int(np.sum(mask <= 0))
+    if self.seen >= self.min_examples and self.bad > self.max_fraction * self.seen:
+      raise DataError(
+          f'{self.bad} of the first {self.seen} training images this process read could not be decoded (more than '
+          f'--config.data.max_bad_fraction={self.max_fraction:g}). Check the data: files that are empty, truncated '
+          f'or not images; formats tf.data cannot read are named in the source\'s warning above. To train on the '
+          f'rest anyway, raise --config.data.max_bad_fraction.')
 
 
 class EvalBatches:

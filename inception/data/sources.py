@@ -12,9 +12,11 @@ from typing import Dict, List, Optional, Tuple
 
 from absl import logging
 import ml_collections
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from inception.errors import DataError
 from inception.registry import Registry
 
 SOURCES = Registry('data source')
@@ -25,7 +27,7 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif', '.bmp')
 _REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-class DatasetNotPreparedError(ValueError):
+class DatasetNotPreparedError(DataError):
   """A TFDS dataset whose files are not in the data dir; the message says how to prepare it."""
 
 
@@ -94,6 +96,8 @@ class FolderSource:
   In the first layout a file is in the eval split when the hash of its root-relative path falls below
   `val_fraction`; in the second, `val_fraction` is unused.
   """
+
+  random_access = True  # `lookup` reads any example by id: the training order is global (pipeline.py)
 
   def __init__(self, data_config: ml_collections.ConfigDict):
     self.root = resolve_root(data_config.root)
@@ -201,7 +205,12 @@ def _is_prepared(builder) -> bool:
 
 @SOURCES.register('tfds')
 class TfdsSource:
-  """A prepared TFDS dataset with 'image' and 'label' features; images stay encoded (SkipDecoding)."""
+  """A prepared TFDS dataset with 'image' and 'label' features; images stay encoded (SkipDecoding).
+
+  Prepared as ArrayRecord (`tfds build --file_format=array_record`) it is read with random access (`lookup`, through
+  `tfds.data_source`), so training follows the global order and resumes in O(1) on any number of hosts; as TFRecord
+  it is read in order, per process (see pipeline.py).
+  """
 
   def __init__(self, data_config: ml_collections.ConfigDict):
     self.name = data_config.tfds_name
@@ -210,6 +219,7 @@ class TfdsSource:
     self.builder = tfds.builder(self.name, data_dir=data_config.tfds_data_dir or None)  # '' = TFDS default
     if not _is_prepared(self.builder):
       raise DatasetNotPreparedError(_not_prepared_message(self.name, self.builder.data_dir))
+    self.random_access = self.builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD
 
   @property
   def num_classes(self) -> int:
@@ -221,27 +231,49 @@ class TfdsSource:
     _check_split(split)
     return self.builder.info.splits[self._splits[split]].num_examples
 
+  def _process_split(self, split: str, process_index: int, process_count: int):
+    _check_split(split)
+    return tfds.split_for_jax_process(self._splits[split], process_index=process_index, process_count=process_count)
+
+  def shard_size(self, split: str, *, process_index: int, process_count: int) -> int:
+    """Number of examples in this process's share of `split`."""
+    return self.builder.info.splits[self._process_split(split, process_index, process_count)].num_examples
+
   def records(self, split: str, *, process_index: int, process_count: int,
               shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
-    """One pass over this process's even share of the split, as {'image_bytes', 'label'}.
+    """One pass over this process's even share of the split, as {'image_bytes', 'label'}, in file order.
 
     With `shuffle_seed`: file order and a `shuffle_buffer` record buffer are shuffled, and reshuffled
     on each repeat(), deterministically for the seed.
     """
-    _check_split(split)
     shuffle = shuffle_seed is not None
-    subsplit = tfds.split_for_jax_process(
-        self._splits[split], process_index=process_index, process_count=process_count)
     read_config = tfds.ReadConfig(
         shuffle_seed=int(shuffle_seed) if shuffle else None,
         shuffle_reshuffle_each_iteration=True if shuffle else None)
     ds = self.builder.as_dataset(
-        split=subsplit, shuffle_files=shuffle, read_config=read_config,
-        decoders={'image': tfds.decode.SkipDecoding()})
+        split=self._process_split(split, process_index, process_count), shuffle_files=shuffle,
+        read_config=read_config, decoders={'image': tfds.decode.SkipDecoding()})
     if shuffle:
       ds = ds.shuffle(self.shuffle_buffer, seed=int(shuffle_seed), reshuffle_each_iteration=True)
     return ds.map(lambda ex: {'image_bytes': ex['image'], 'label': tf.cast(ex['label'], tf.int32)},
                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+  def lookup(self, split: str):
+    """Random access over the whole split (ArrayRecord only): `fn(example_id int64 []) -> {'image_bytes', 'label'}`."""
+    if not self.random_access:
+      raise ValueError(f'{self.name} is prepared as {self.builder.info.file_format}, not ArrayRecord: no random access.')
+    _check_split(split)
+    data = self.builder.as_data_source(self._splits[split], decoders={'image': tfds.decode.SkipDecoding()})
+
+    def read(i):
+      example = data[int(i)]
+      return example['image'], np.int32(example['label'])
+
+    def fn(i):
+      image_bytes, label = tf.numpy_function(read, [i], (tf.string, tf.int32), stateful=False)
+      return {'image_bytes': tf.ensure_shape(image_bytes, []), 'label': tf.ensure_shape(label, [])}
+
+    return fn
 
   @staticmethod
   def load(record: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:

@@ -1,4 +1,5 @@
-"""Tests for inception/data/pipeline.py: batch shapes, determinism, resume, skipped images, eval padding."""
+"""Tests for inception/data/pipeline.py: batch shapes, determinism, O(1) and elastic resume, masked bad images, eval
+padding."""
 import collections
 import itertools
 import pathlib
@@ -9,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from inception.data import pipeline
+from inception.errors import DataError
 from tests.data.image_folders import make_folder
 
 IMAGE_SIZE = 16
@@ -45,7 +47,8 @@ def take(iterator, n):
 def test_train_batch_shapes_and_values(folder):
   batches = take(pipeline.train_batches(make_config(folder), process_index=0, process_count=1), 5)
   for batch in batches:
-    assert set(batch) == {'image', 'label', 'index'}
+    assert set(batch) == {'image', 'label', 'index', 'mask'}
+    np.testing.assert_array_equal(batch['mask'], np.ones(8, np.float32))
     assert batch['image'].shape == (8, IMAGE_SIZE, IMAGE_SIZE, 3)
     assert batch['image'].dtype == np.float32
     assert batch['image'].min() >= -1.0 and batch['image'].max() <= 1.0
@@ -73,8 +76,7 @@ def test_train_is_deterministic_for_a_seed(folder):
 def test_resume_reproduces_the_uninterrupted_stream(folder):
   config = make_config(folder)
   full = take(pipeline.train_batches(config, process_index=0, process_count=1), 6)
-  resumed = take(pipeline.train_batches(config, process_index=0, process_count=1,
-                                        start_position=2 * 8), 4)
+  resumed = take(pipeline.train_batches(config, process_index=0, process_count=1, start_step=2), 4)
   for a, b in zip(full[2:], resumed):  # Crosses the epoch boundary at 30.
     for key in a:
       np.testing.assert_array_equal(a[key], b[key])
@@ -109,34 +111,63 @@ def test_global_order_resumes_and_reshuffles_each_epoch():
   by_position = {x[1]: x[2] for x in p0 + p1}
   epochs = [[by_position[i] for i in range(10 * e, 10 * e + 10)] for e in range(2)]
   assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(10)) and epochs[0] != epochs[1]
-  assert run(process_index=1, start_position=5)[:7] == p1[5:]
+  assert run(process_index=1, start_index=5)[:7] == p1[5:]
+  assert run(process_index=0, start_index=11)[:1] == p0[11:]
 
 
-def test_corrupt_image_is_skipped_and_counted(folder):
+def test_global_order_starts_late_in_a_large_split_at_once():
+  """Resuming at step 200,000 of an ImageNet-sized split (epoch 39 of 1,281,167 examples, global batch 256, process 3
+  of 4) computes one epoch's permutation and nothing before it: the element equals the formula's, from the epoch's
+  seeded permutation."""
+  n, big_b, b, p = 1_281_167, 256, 64, 3
+  start = 200_000 * b + 5
+  (index, position, example), = pipeline.global_order(n, 0, global_batch=big_b, process_index=p, process_count=4,
+                                                      start_index=start).take(1).as_numpy_iterator()
+  expected_position = start // b * big_b + p * b + start % b
+  epoch = expected_position // n
+  order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=[0, epoch]).numpy()
+  assert (index, position, example) == (start, expected_position, order[expected_position - epoch * n])
+  assert epoch == 39
+
+
+def test_corrupt_image_keeps_its_place_masked(folder):
+  """An undecodable file is a zero image with mask 0 in its slot: the batches stay slices of the global order (the
+  same labels as without the file's decode failing), and each epoch masks it once."""
+  config = make_config(folder)
   (folder / 'b' / 'broken.jpg').write_bytes(b'this is not an image')
-  counter = pipeline.SkipCounter()
-  indices = []
-  for batch in take(pipeline.train_batches(make_config(folder), process_index=0, process_count=1), 6):
-    assert batch['image'].shape[0] == 8
-    counter.update(batch['index'])
-    indices.extend(batch['index'].tolist())
-  missing = sorted(set(range(indices[-1] + 1)) - set(indices))
-  assert counter.skipped == len(missing)
-  assert counter.position == indices[-1] + 1
-  assert sum(m < 31 for m in missing) == 1  # 31 files per epoch, one of them broken.
+  batches = take(pipeline.train_batches(config, process_index=0, process_count=1), 8)  # 64 > 2 epochs of 31
+  mask = np.concatenate([b['mask'] for b in batches])
+  index = np.concatenate([b['index'] for b in batches])
+  np.testing.assert_array_equal(index, np.arange(64))  # no gaps, no shift
+  bad = np.flatnonzero(mask == 0)
+  assert len(bad) == 2 and bad[0] < 31 <= bad[1] < 62  # once per epoch
+  images = np.concatenate([b['image'] for b in batches])
+  assert (images[bad] == 0).all() and all(images[i].std() > 0 for i in range(64) if i not in bad)
+  resumed = take(pipeline.train_batches(config, process_index=0, process_count=1, start_step=3), 5)
+  np.testing.assert_array_equal(np.concatenate([b['mask'] for b in resumed]), mask[24:])
 
 
-def test_skip_counter():
-  counter = pipeline.SkipCounter()
-  counter.update(np.array([0, 1, 2, 3]))
-  assert (counter.skipped, counter.position) == (0, 4)
-  counter.update(np.array([4, 6, 7, 9]))
-  assert (counter.skipped, counter.position) == (2, 10)
-  counter.update(np.array([], np.int64))
-  assert (counter.skipped, counter.position) == (2, 10)
-  resumed = pipeline.SkipCounter(start_position=100, skipped=2)
-  resumed.update([101, 102])
-  assert (resumed.skipped, resumed.position) == (3, 103)
+def test_folder_where_nothing_decodes_is_stopped_by_the_guard(tmp_path):
+  """Every file broken: the stream still moves (all rows masked, no spinning) and the guard stops the run at once."""
+  for name in 'ab':
+    (tmp_path / name).mkdir()
+    for i in range(5):
+      (tmp_path / name / f'{i}.jpg').write_bytes(b'not a jpeg')
+  batch = next(pipeline.train_batches(make_config(tmp_path), process_index=0, process_count=1))
+  assert (batch['mask'] == 0).all()
+  guard = pipeline.BadImageGuard(0.05, min_examples=10)
+  guard.update(batch['mask'])  # 8 seen, fewer than min_examples: no verdict yet
+  with pytest.raises(DataError, match='16 of the first 16 .*could not be decoded.*max_bad_fraction'):
+    guard.update(batch['mask'])
+
+
+def test_bad_image_guard_allows_the_configured_fraction():
+  guard = pipeline.BadImageGuard(0.25, min_examples=8)
+  guard.update(np.array([1, 1, 1, 0, 1, 1, 1, 1], np.float32))  # 1 of 8
+  guard.update(np.array([1, 1, 0, 1, 1, 1, 1, 1], np.float32))  # 2 of 16
+  assert (guard.seen, guard.bad) == (16, 2)
+  with pytest.raises(DataError):
+    guard.update(np.zeros(8, np.float32))  # 10 of 24 > 25%
 
 
 def eval_folder(root: pathlib.Path, counts: dict) -> None:
@@ -197,3 +228,39 @@ def test_stage_pp_overlays_stage_keys():
   assert pipeline.stage_pp(pp, 'train').to_dict() == dict(image_size=4, value_range=(0.0, 1.0),
                                                           name='x')
   assert pipeline.stage_pp(pp, 'eval').image_size == 8
+
+
+@pytest.fixture(scope='module', params=['tfrecord', 'array_record'])
+def tiny_tfds(request, tmp_path_factory):
+  """The 3-class, 12-image TFDS dataset of test_sources, prepared in each file format."""
+  from tests.data.test_sources import InceptionDataTestTiny  # registers the builder  pylint: disable=import-outside-toplevel
+  del InceptionDataTestTiny
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  data_dir = str(tmp_path_factory.mktemp(request.param))
+  tfds.builder('inception_data_test_tiny', data_dir=data_dir, file_format=request.param).download_and_prepare(
+      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  return request.param, data_dir
+
+
+def test_tfds_stream_resumes_exactly_in_either_file_format(tiny_tfds):
+  """TFRecord: per-process shards epoch by epoch, a resume re-reads only the current epoch; ArrayRecord: random access,
+  the global order. Either way a resumed stream equals the uninterrupted one, across epoch boundaries (12 images,
+  batches of 4 per process)."""
+  file_format, data_dir = tiny_tfds
+  config = make_config('', batch_size=8)
+  config.data.update(source='tfds', tfds_name='inception_data_test_tiny', tfds_data_dir=data_dir, shuffle_buffer=4)
+  source = pipeline.build_source(config)
+  assert source.random_access == (file_format == 'array_record')
+  streams = [take(pipeline.train_batches(config, process_index=i, process_count=2, source=source), 7)
+             for i in range(2)]
+  labels = np.concatenate([np.concatenate([streams[0][k]['label'], streams[1][k]['label']]) for k in range(7)])
+  assert collections.Counter(labels[:12].tolist()) == {0: 4, 1: 4, 2: 4}  # every image once in the first epoch
+  assert all((b['mask'] == 1).all() for stream in streams for b in stream)
+  for i in range(2):
+    resumed = take(pipeline.train_batches(config, process_index=i, process_count=2, start_step=4, source=source), 3)
+    for a, b in zip(streams[i][4:], resumed):
+      for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+  if source.random_access:  # the global order: one process reading both halves sees the same batches
+    whole = take(pipeline.train_batches(config, process_index=0, process_count=1, source=source), 7)
+    np.testing.assert_array_equal(np.concatenate([b['label'] for b in whole]), labels)

@@ -1,0 +1,96 @@
+"""The run's folder before training starts: writable, and holding (if anything) a run this config may continue.
+
+`config.json` records the config of the run in the folder. A resume compares it with the new config: changes that
+keep the run the same run (more epochs, another learning rate, eval or checkpoint frequency) are allowed and logged;
+changes that would silently make it another run (the model, the data order, the image size) are refused. The file is
+written only once the run is known to start, and the previous one is kept beside it when it changes.
+"""
+import json
+import uuid
+from typing import Any, Dict, List, Optional
+
+import ml_collections
+from absl import logging
+from etils import epath
+
+from inception.errors import WorkdirError
+
+# Keys that decide what the checkpointed state and the training order mean: a resume must not change them.
+REFUSED_CHANGES = ('seed', 'batch_size', 'model.name', 'model.aux_heads', 'pp.image_size', 'data.source',
+                   'data.tfds_name', 'data.train_split', 'data.val_fraction')
+
+
+def check_writable(path: epath.Path) -> None:
+  """Creates `path` if needed and proves a file can be written there; WorkdirError naming the folder otherwise."""
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / f'.write_test_{uuid.uuid4().hex}'
+    probe.write_text('ok')
+    probe.unlink()
+  except OSError as e:
+    raise WorkdirError(f'Cannot write in {path} ({type(e).__name__}: {e}). Choose a writable folder with '
+                       f'--config.workdir=..., or fix its permissions.') from None
+
+
+def _flatten(tree: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = value.tolist() if hasattr(value, 'tolist') else value
+  return out
+
+
+def _as_plain(config: ml_collections.ConfigDict) -> Dict[str, Any]:
+  return json.loads(config.to_json_best_effort())
+
+
+def previous_config(workdir: epath.Path) -> Optional[Dict[str, Any]]:
+  """The config.json of the run in `workdir`, or None."""
+  path = workdir / 'config.json'
+  if not path.exists():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except ValueError:
+    logging.warning('%s is not valid JSON; it is not compared with this config.', path)
+    return None
+
+
+def config_changes(previous: Dict[str, Any], config: ml_collections.ConfigDict) -> List[str]:
+  """'key: old -> new' for each key whose value differs, over the keys both configs have."""
+  old, new = _flatten(previous), _flatten(_as_plain(config))
+  return [f'{k}: {old[k]!r} -> {new[k]!r}' for k in sorted(set(old) & set(new))
+          if _normal(old[k]) != _normal(new[k])]
+
+
+def _normal(value):
+  return list(value) if isinstance(value, tuple) else value
+
+
+def check_resume(workdir: epath.Path, config: ml_collections.ConfigDict, has_checkpoint: bool) -> List[str]:
+  """Returns the (allowed) config changes against the run in `workdir`; WorkdirError for a refused one."""
+  previous = previous_config(workdir)
+  if previous is None or not has_checkpoint:
+    return []
+  changes = config_changes(previous, config)
+  refused = [c for c in changes if c.split(':')[0] in REFUSED_CHANGES]
+  if refused:
+    raise WorkdirError(
+        f'{workdir} holds a run that this config cannot continue: {"; ".join(refused)}. These keys decide what the '
+        f'checkpoint and the training order mean ({", ".join(REFUSED_CHANGES)}). Resume with the old values, or train '
+        f'this config in a new --config.workdir.')
+  return changes
+
+
+def write_config(workdir: epath.Path, config: ml_collections.ConfigDict, resume_step: int) -> None:
+  """Writes config.json; a different previous one is kept as config.before_step_<resume_step>.json."""
+  path = workdir / 'config.json'
+  text = config.to_json_best_effort(indent=2)
+  if path.exists():
+    old = path.read_text()
+    if old == text:
+      return
+    (workdir / f'config.before_step_{resume_step}.json').write_text(old)
+  path.write_text(text)
