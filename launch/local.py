@@ -6,6 +6,9 @@
 starts `python -m inception.main ARGS --distributed` P times, each with D CPU devices, a free localhost coordinator
 port and its process id. Process 0's output goes to the console; every process's to WORKDIR/logs/process_<i>.log.
 If a process fails, the others are stopped and the launcher exits with its exit code, naming it and the end of its log.
+Preemption: SIGINT/SIGTERM to the launcher reach every process; they save a checkpoint at one agreed step and exit 75,
+and so does the launcher. Processes that exit 75 by themselves (one of them was sent SIGTERM) are relaunched and resume,
+at most --max_relaunches times.
 It is the multi-host path of a TPU pod or a GPU cluster, minus the network: what passes here runs there.
 `--dry_run` prints the P commands (with their environment) instead of running them.
 """
@@ -18,10 +21,11 @@ import subprocess
 import sys
 import threading
 import time
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOG_TAIL_LINES = 30
+EX_PREEMPTED = 75  # inception.preemption.EXIT_PREEMPTED: stopped by a signal after saving; run again to resume
 
 
 def free_port() -> int:
@@ -87,8 +91,9 @@ def tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
     return b''.join(f.readlines()[-lines:]).decode(errors='replace')
 
 
-def launch(args: Sequence[str], num_processes: int, devices_per_process: int) -> int:
-  """Runs the processes to the end; returns 0, or the exit code of the first process that failed."""
+def launch(args: Sequence[str], num_processes: int, devices_per_process: int) -> Tuple[int, bool]:
+  """Runs the processes to the end. Returns (0, or EX_PREEMPTED when they stopped to be re-run, or the exit code of
+  the first process that failed; whether the launcher was sent SIGINT/SIGTERM)."""
   log_dir = os.path.join(workdir_of(args), 'logs')
   os.makedirs(log_dir, exist_ok=True)
   port, env = free_port(), process_env(devices_per_process)
@@ -109,19 +114,23 @@ def launch(args: Sequence[str], num_processes: int, devices_per_process: int) ->
       if p.poll() is None:
         os.killpg(p.pid, sig)
 
-  def forward(signum, _frame):  # Ctrl-C or a scheduler's SIGTERM reaches every process
+  signalled = []
+
+  def forward(signum, _frame):  # Ctrl-C or a scheduler's SIGTERM reaches every process; they save and exit 75
+    if signalled:  # a second signal: stop now
+      stop_all(signal.SIGKILL)
+    signalled.append(signum)
     stop_all(signum)
 
-  signal.signal(signal.SIGINT, forward)
-  signal.signal(signal.SIGTERM, forward)
+  previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
   failed = None
   while any(p.poll() is None for p in procs):
-    failed = next((i for i, p in enumerate(procs) if p.poll() not in (None, 0)), None)
+    failed = next((i for i, p in enumerate(procs) if p.poll() not in (None, 0, EX_PREEMPTED)), None)
     if failed is not None:
       break
     time.sleep(0.2)
   if failed is None:
-    failed = next((i for i, p in enumerate(procs) if p.returncode != 0), None)
+    failed = next((i for i, p in enumerate(procs) if p.returncode not in (0, EX_PREEMPTED)), None)
   if failed is not None:
     stop_all()
     deadline = time.time() + 30
@@ -132,12 +141,29 @@ def launch(args: Sequence[str], num_processes: int, devices_per_process: int) ->
     p.wait()
     pump.join(timeout=5)
     log.close()
+  for sig, handler in previous.items():
+    signal.signal(sig, handler)
   if failed is None:
-    return 0
+    preempted = any(p.returncode == EX_PREEMPTED for p in procs)
+    return (EX_PREEMPTED if preempted else 0), bool(signalled)
   code, path = procs[failed].returncode, logs[failed][1]
   sys.stderr.write(f'launch.local: process {failed} of {num_processes} failed (exit code {code}); the others were '
                    f'stopped. End of {path}:\n{tail(path)}')
-  return code if code and code > 0 else 1
+  return (code if code and code > 0 else 1), bool(signalled)
+
+
+def launch_with_relaunches(args: Sequence[str], num_processes: int, devices_per_process: int,
+                           max_relaunches: int) -> int:
+  """launch(), run again (the run resumes) each time the processes stop with EX_PREEMPTED, at most `max_relaunches`
+  times. A stop the launcher itself was sent (Ctrl-C, a scheduler's SIGTERM) is passed up as EX_PREEMPTED instead."""
+  for relaunch in range(max_relaunches + 1):
+    if relaunch:
+      sys.stderr.write(f'launch.local: the processes stopped with exit code {EX_PREEMPTED} (checkpoint saved): '
+                       f'relaunching ({relaunch} of at most {max_relaunches}).\n')
+    code, signalled = launch(args, num_processes, devices_per_process)
+    if code != EX_PREEMPTED or signalled:
+      break
+  return code
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -146,6 +172,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--num_processes', type=int, default=2)
   parser.add_argument('--devices_per_process', type=int, default=1)
   parser.add_argument('--dry_run', action='store_true', help='print the commands, run nothing')
+  parser.add_argument('--max_relaunches', type=int, default=3,
+                      help=f'relaunch (resume) at most this many times when the processes exit {EX_PREEMPTED}')
   parser.add_argument('args', nargs=argparse.REMAINDER, help='arguments of inception.main, after --')
   opts = parser.parse_args(argv)
   args = opts.args[1:] if opts.args[:1] == ['--'] else opts.args
@@ -154,7 +182,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if opts.dry_run:
     print('\n'.join(dry_run_lines(args, opts.num_processes, opts.devices_per_process, free_port())))
     return 0
-  return launch(args, opts.num_processes, opts.devices_per_process)
+  return launch_with_relaunches(args, opts.num_processes, opts.devices_per_process, opts.max_relaunches)
 
 
 if __name__ == '__main__':
