@@ -5,7 +5,8 @@ the target's shardings, whatever topology wrote them); `meta` is JSON: the globa
 non-finite steps, the process count, and the model, classes and image size the state belongs to. The input position
 is not stored: it follows from the step (pipeline.py), which is what lets a random-access run resume on any number of
 hosts. A save is written to a temporary folder and renamed when complete, so a kill never leaves a half checkpoint
-behind; restore still checks the newest one and falls back to the previous complete one if it cannot be read.
+behind; restore still checks the newest one and, if it cannot be read, renames it `<step>.unreadable` (kept, never
+deleted) and falls back to the one before it.
 """
 from typing import Any, Dict, Optional, Tuple
 
@@ -26,8 +27,10 @@ def _absolute(path: epath.Path) -> epath.Path:
 
 
 def _first_line(error: BaseException) -> str:
+  """The error's type and first line, without TensorStore's spec dump."""
   text = str(error).strip().splitlines()
-  return f'{type(error).__name__}: {text[0] if text else ""}'[:300]
+  first = (text[0] if text else '').split(' See full TensorStore details')[0]
+  return f'{type(error).__name__}: {first}'[:300]
 
 
 def _all_agree(ok: bool) -> bool:
@@ -160,11 +163,29 @@ class Checkpointer:
             logging.warning('Resuming from step %d, the newest checkpoint that reads back (kept, not deleted: %s).',
                             step, '; '.join(failures))
           return state, meta
-      failures.append(f'step {step} could not be read: {_first_line(error) if error else "on another process"}')
-      logging.warning('Checkpoint %s/%d cannot be restored (%s); trying the one before it.', self.directory, step,
-                      _first_line(error) if error else 'failed on another process')
+      reason = _first_line(error) if error else 'failed on another process'
+      kept = self._set_aside(step)
+      failures.append(f'step {step} could not be read ({reason}); kept as {kept}')
+      logging.warning('Checkpoint %s/%d cannot be restored (%s): kept as %s, trying the one before it.',
+                      self.directory, step, reason, kept)
     raise CheckpointError(f'No checkpoint in {self.directory} can be restored ({"; ".join(failures)}). Move the '
                           f'folder away to start afresh, or restore it from a backup.')
+
+  def _set_aside(self, step: int) -> str:
+    """Renames an unreadable step folder to `<step>.unreadable[-k]` (kept for inspection, never deleted), so the
+    resumed run can write that step again."""
+    folder = self.directory / str(step)
+    target = self.directory / f'{step}.unreadable'
+    k = 1
+    while target.exists():
+      k += 1
+      target = self.directory / f'{step}.unreadable-{k}'
+    if jax.process_index() == 0:
+      folder.rename(target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'checkpoint set aside {step}')
+    self.manager.reload()
+    return target.name
 
   def wait(self):
     """Blocks until asynchronous saves are on disk; raises CheckpointError if one failed."""

@@ -40,6 +40,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, devices: Optional[Seq
   if config.batch_size > num_train:
     raise config_checks.ConfigError(f'--config.batch_size={config.batch_size} is larger than the {num_train} '
                                     f'training images: use at most {num_train}.')
+  pipeline.check_decodable(config, source)
   steps_per_epoch = num_train // config.batch_size
   total_steps = int(round(config.num_epochs * steps_per_epoch))
   if total_steps < 1:

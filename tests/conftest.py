@@ -8,3 +8,25 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # Compiled programs are cached on disk, so the end-to-end tests' subprocesses reuse what earlier tests compiled.
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(os.path.dirname(os.path.dirname(__file__)), '.cache', 'jax'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
+
+
+import pytest  # noqa: E402  (after the environment above is set)
+
+
+@pytest.fixture(scope='session')
+def small_images(tmp_path_factory):
+  """Two classes of real images from the embedded data (see tests/runs.py)."""
+  from tests.runs import make_small_folder  # pylint: disable=import-outside-toplevel
+  return make_small_folder(tmp_path_factory.mktemp('small_images'))
+
+
+@pytest.fixture(scope='session')
+def finished_run(small_images, tmp_path_factory):
+  """A finished 4-step run of the `mini` recipe (BatchNorm model, 96 px, batch 8) with checkpoints at steps 2 and 4,
+  trained in this process; tests copy its workdir (tests.runs.copy_run) before changing anything."""
+  from inception import train  # pylint: disable=import-outside-toplevel
+  from tests.runs import tiny_config  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path_factory.mktemp('finished_run') / 'run'
+  config = tiny_config(small_images, workdir, num_epochs=4, checkpoint_every_steps=2)
+  results = train.train_and_evaluate(config)
+  return str(workdir), config, results

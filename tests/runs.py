@@ -78,3 +78,14 @@ def relative_difference(a, b) -> float:
   """||a - b|| / ||a|| over all leaves of two pytrees."""
   num = sum(np.sum((np.asarray(x) - np.asarray(y)) ** 2) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
   return float(np.sqrt(num / sum(np.sum(np.asarray(x) ** 2) for x in jax.tree.leaves(a))))
+
+
+def copy_run(source, target) -> str:
+  """A copy of a finished run's workdir to try things on (the original stays as it is)."""
+  shutil.copytree(source, target)
+  return str(target)
+
+
+def checkpoint_steps(workdir) -> list:
+  """The step folders in workdir/checkpoints, sorted."""
+  return sorted(int(p) for p in os.listdir(os.path.join(workdir, 'checkpoints')) if p.isdigit())

@@ -2,6 +2,8 @@
 
 Multi-device and multi-process equality and kill-and-resume: tests/launch/test_local.py; the CLI run: CI's make train.
 """
+import json
+import os
 import subprocess
 import sys
 
@@ -11,9 +13,10 @@ import pytest
 from flax import nnx
 
 from configs import googlenet
-from inception import models, optim, sharding, steps
+from inception import models, optim, sharding, steps, train
 from inception.data import pipeline
-from tests.runs import REPO, relative_difference
+from inception.errors import DivergedError
+from tests.runs import REPO, checkpoint_steps, copy_run, relative_difference, restore_state, tiny_config
 
 
 
@@ -70,8 +73,8 @@ def test_batchnorm_gradients_on_four_devices_match_one():
   def grads(params, model_state, batch):
     def loss_fn(p):
       logits, aux = nnx.merge(graphdef, p, model_state, copy=True)(batch['image'])
-      return steps.cross_entropy(logits, batch['label'], 0.0) + 0.3 * sum(
-          steps.cross_entropy(a, batch['label'], 0.0) for a in aux)
+      return steps.cross_entropy(logits, batch['label'], batch['mask'], 0.0) + 0.3 * sum(
+          steps.cross_entropy(a, batch['label'], batch['mask'], 0.0) for a in aux)
     return jax.grad(loss_fn)(params)
 
   def run(devices, batch):
@@ -99,3 +102,28 @@ def test_missing_imagenet_stops_with_instructions_and_writes_nothing(tmp_path):
   assert 'imagenet2012' in proc.stderr and 'manual' in proc.stderr
   assert 'configs/googlenet.py:mini' in proc.stderr
   assert not workdir.exists()
+
+
+def test_divergence_stops_with_the_step_named_and_keeps_the_last_good_checkpoint(finished_run, tmp_path):
+  """--config.optimizer.lr=1e6 on a resumed run: DivergedError names the step and the last good checkpoint (step 4),
+  and no checkpoint of the bad state is written."""
+  source, config, _ = finished_run
+  workdir = copy_run(source, tmp_path / 'run')
+  with pytest.raises(DivergedError, match=r'Step \d+: the loss is .*The last good checkpoint is step 4.*nan_policy=skip'):
+    train.train_and_evaluate(tiny_config(config.data.root, workdir, num_epochs=12, checkpoint_every_steps=2,
+                                         **{'optimizer.lr': 1e6}))
+  assert checkpoint_steps(workdir)[-1] == 4
+
+
+def test_nan_policy_skip_skips_and_counts_the_bad_updates(finished_run, tmp_path):
+  source, config, _ = finished_run
+  workdir = copy_run(source, tmp_path / 'run')
+  results = train.train_and_evaluate(tiny_config(config.data.root, workdir, num_epochs=12, checkpoint_every_steps=4,
+                                                 nan_policy='skip', **{'optimizer.lr': 1e6}))
+  assert results['train/nonfinite_steps'] >= 1
+  _, state, meta = restore_state(workdir)
+  assert meta['nonfinite_steps'] == results['train/nonfinite_steps']
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state['params']))
+  rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  last = [r for r in rows if 'train/nonfinite_steps' in r][-1]
+  assert last['step'] == 12 and last['train/nonfinite_steps'] == results['train/nonfinite_steps']

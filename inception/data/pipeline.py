@@ -172,6 +172,13 @@ def train_batches(config: ml_collections.ConfigDict, *, process_index: int, proc
   return ds.with_options(_options()).as_numpy_iterator()
 
 
+def too_many_bad(bad: int, seen: int, max_fraction: float) -> bool:
+  """Whether `bad` of `seen` images is clearly more than `max_fraction`: beyond the fraction by three binomial standard
+  deviations plus one, so a dataset right at the limit is not stopped by the luck of its first batches."""
+  expected = max_fraction * seen
+  return bad > expected + 3.0 * math.sqrt(expected * (1.0 - max_fraction)) + 1.0
+
+
 class BadImageGuard:
   """Counts this process's masked (undecodable) training images and stops the run when there are too many.
 
@@ -183,15 +190,42 @@ class BadImageGuard:
     self.seen = self.bad = 0
 
   def update(self, mask: np.ndarray) -> None:
-    """Accounts for one batch's `mask`; DataError when more than `max_fraction` of the images so far were bad."""
+    """Accounts for one batch's `mask`; DataError when clearly more than `max_fraction` of the images were bad."""
     self.seen += mask.size
     self.bad += int(np.sum(mask <= 0))
-    if self.seen >= self.min_examples and self.bad > self.max_fraction * self.seen:
-      raise DataError(
-          f'{self.bad} of the first {self.seen} training images this process read could not be decoded (more than '
-          f'--config.data.max_bad_fraction={self.max_fraction:g}). Check the data: files that are empty, truncated '
-          f'or not images; formats tf.data cannot read are named in the source\'s warning above. To train on the '
-          f'rest anyway, raise --config.data.max_bad_fraction.')
+    if self.seen >= self.min_examples and too_many_bad(self.bad, self.seen, self.max_fraction):
+      raise DataError(_too_many_bad_message(self.bad, f'the first {self.seen} training images this process read',
+                                            self.max_fraction))
+
+
+def _too_many_bad_message(bad: int, what: str, max_fraction: float) -> str:
+  return (f'{bad} of {what} could not be decoded (more than --config.data.max_bad_fraction={max_fraction:g}). Check '
+          f'the data: files that are empty, truncated or not images; formats tf.data cannot read are named in the '
+          f'source\'s warning above. To train on the rest anyway, raise --config.data.max_bad_fraction.')
+
+
+def check_decodable(config: ml_collections.ConfigDict, source, count: int = 64) -> None:
+  """Decodes `count` training images spread over the split (no augmentation) before anything is written or compiled;
+  DataError when clearly more than `data.max_bad_fraction` of them fail (e.g. a folder where nothing decodes)."""
+  pp = stage_pp(config.pp, 'eval')
+  transform = PREPROCESS.get(pp.name)
+  if source.random_access:
+    n = source.num_examples('train')
+    ids = np.unique(np.linspace(0, n - 1, min(count, n)).astype(np.int64))
+    records = tf.data.Dataset.from_tensor_slices(ids).map(source.lookup('train'))
+  else:
+    records = source.records('train', process_index=0, process_count=1).take(count)
+
+  def count_of(ds):
+    return int(ds.reduce(np.int64(0), lambda k, _: k + 1).numpy())
+
+  total = count_of(records)
+  decoded = count_of(records.map(
+      lambda record: transform(source.load(record)['image_bytes'], tf.constant([0, 0], tf.int64), pp),
+      num_parallel_calls=tf.data.AUTOTUNE).ignore_errors())
+  if too_many_bad(total - decoded, total, float(config.data.max_bad_fraction)):
+    raise DataError(_too_many_bad_message(total - decoded, f'{total} training images probed before training',
+                                          float(config.data.max_bad_fraction)))
 
 
 class EvalBatches:

@@ -21,7 +21,8 @@ def make_config(root, **overrides) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict(dict(
       seed=0, batch_size=8, eval_batch_size=10,
       data=dict(source='folder', root=str(root), val_fraction=0.0, tfds_name='imagenet2012',
-                tfds_data_dir=None, train_split='train', eval_split='validation', shuffle_buffer=16),
+                tfds_data_dir=None, train_split='train', eval_split='validation', shuffle_buffer=16,
+                max_bad_fraction=0.01),
       pp=dict(image_size=IMAGE_SIZE, value_range=(-1.0, 1.0),
               train=dict(name='inception_crop', area_range=(0.08, 1.0), aspect_range=(3 / 4, 4 / 3),
                          flip=True, interpolations=('bilinear', 'bicubic', 'area', 'nearest'),
@@ -161,73 +162,32 @@ def test_folder_where_nothing_decodes_is_stopped_by_the_guard(tmp_path):
     guard.update(batch['mask'])
 
 
-def test_bad_image_guard_allows_the_configured_fraction():
-  guard = pipeline.BadImageGuard(0.25, min_examples=8)
-  guard.update(np.array([1, 1, 1, 0, 1, 1, 1, 1], np.float32))  # 1 of 8
-  guard.update(np.array([1, 1, 0, 1, 1, 1, 1, 1], np.float32))  # 2 of 16
-  assert (guard.seen, guard.bad) == (16, 2)
+def test_bad_image_guard_allows_the_configured_fraction_and_stops_clearly_more():
+  guard = pipeline.BadImageGuard(0.125, min_examples=8)
+  for _ in range(20):  # exactly the allowed fraction: 1 in 8, never stopped by the luck of the draw
+    guard.update(np.array([1, 1, 1, 0, 1, 1, 1, 1], np.float32))
+  assert (guard.seen, guard.bad) == (160, 20)
   with pytest.raises(DataError):
-    guard.update(np.zeros(8, np.float32))  # 10 of 24 > 25%
+    for _ in range(3):  # then nothing decodes: stopped within a few batches
+      guard.update(np.zeros(8, np.float32))
 
 
-def eval_folder(root: pathlib.Path, counts: dict) -> None:
-  """A train/ val/ layout with `counts` eval images per class."""
-  make_folder(root / 'train', {name: 1 for name in counts})
-  make_folder(root / 'val', counts, start_seed=100)
+def test_too_many_bad_has_a_margin_for_chance():
+  assert not pipeline.too_many_bad(5, 256, 0.01)  # 2% in a small sample of a 1% dataset: chance
+  assert pipeline.too_many_bad(20, 256, 0.01)
+  assert pipeline.too_many_bad(16, 16, 0.05) and not pipeline.too_many_bad(0, 16, 0.0)
 
 
-@pytest.mark.parametrize('counts', [{'a': 8, 'b': 8, 'c': 7}, {'a': 11, 'b': 10}])
-@pytest.mark.parametrize('process_count', [1, 2])
-def test_eval_counts_every_image_once(tmp_path, counts, process_count):
-  eval_folder(tmp_path, counts)
-  config = make_config(tmp_path)
-  total = sum(counts.values())
-  local = 10 // process_count
-  per_process = []
-  for index in range(process_count):
-    evals = pipeline.eval_batches(config, process_index=index, process_count=process_count)
-    assert evals.num_examples == total and evals.num_batches == len(evals) == 3
-    per_process.append(list(evals))
-  labels, images = [], []
-  for batches in per_process:
-    assert len(batches) == 3  # ceil(total / 10) on every process.
-    for batch in batches:
-      assert set(batch) == {'image', 'label', 'mask'}
-      assert batch['image'].shape == (local, IMAGE_SIZE, IMAGE_SIZE, 3)
-      assert batch['mask'].dtype == np.float32
-      real = batch['mask'] == 1.0
-      assert set(np.unique(batch['mask'])) <= {0.0, 1.0}
-      assert (batch['image'][~real] == 0).all()
-      labels.extend(batch['label'][real].tolist())
-      images.extend(image.tobytes() for image in batch['image'][real])
-  assert len(labels) == total
-  assert collections.Counter(labels) == {i: n for i, n in enumerate(counts.values())}
-  assert len(set(images)) == total  # Each (distinct) image exactly once.
-
-
-def test_eval_skips_corrupt_images_and_stays_in_step(tmp_path):
-  eval_folder(tmp_path, {'a': 12, 'b': 11})
-  (tmp_path / 'val' / 'a' / 'zz_broken.png').write_bytes(b'\x89PNG but not really')
-  evals = pipeline.eval_batches(make_config(tmp_path), process_index=0, process_count=1)
-  batches = list(evals)
-  assert len(batches) == evals.num_batches == 3
-  seen = sum(float(b['mask'].sum()) for b in batches)
-  assert evals.num_examples - seen == 1  # The documented way to count skipped eval images.
-  assert len(list(evals)) == 3  # Iterating again gives a fresh pass.
-
-
-def test_eval_batch_must_divide(tmp_path):
-  eval_folder(tmp_path, {'a': 3})
-  with pytest.raises(ValueError, match='divisible'):
-    pipeline.eval_batches(make_config(tmp_path), process_index=0, process_count=3)
-
-
-def test_stage_pp_overlays_stage_keys():
-  pp = ml_collections.ConfigDict(dict(image_size=8, value_range=(0.0, 1.0),
-                                      train=dict(name='x', image_size=4), eval=dict(name='y')))
-  assert pipeline.stage_pp(pp, 'train').to_dict() == dict(image_size=4, value_range=(0.0, 1.0),
-                                                          name='x')
-  assert pipeline.stage_pp(pp, 'eval').image_size == 8
+def test_check_decodable_probes_before_training(folder, tmp_path):
+  pipeline.check_decodable(make_config(folder), pipeline.build_source(make_config(folder)))  # all good: passes
+  for name in 'ab':
+    (tmp_path / 'bad' / name).mkdir(parents=True)
+    for i in range(6):
+      (tmp_path / 'bad' / name / f'{i}.png').write_bytes(b'not a png')
+  config = make_config(tmp_path / 'bad')
+  config.data.max_bad_fraction = 0.01
+  with pytest.raises(DataError, match='12 of 12 training images probed before training could not be decoded'):
+    pipeline.check_decodable(config, pipeline.build_source(config))
 
 
 @pytest.fixture(scope='module', params=['tfrecord', 'array_record'])

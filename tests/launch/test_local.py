@@ -1,7 +1,9 @@
 """Multi-process training on this machine (launch/local.py): 2 processes x 2 devices train exactly as 1 x 4 and 1 x 1,
-a process that dies stops the job with its name and log, and a killed 2-process run resumes to the same end."""
+a process that dies stops the job with its name and log, a killed and then preempted (SIGTERM) 2-process run resumes
+to the bitwise same end, and its checkpoint resumes on 1 process x 2 devices to the same end within float rounding."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,8 +19,8 @@ from launch import local
 from tests.runs import REPO, assert_trees_close, make_small_folder, relative_difference, restore_state, tiny_config, \
     tiny_flags
 
-# The published GoogLeNet (no BatchNorm, dropout and aux heads on), 3 steps, a checkpoint every step.
-RUN = dict(variant='mini_published', num_epochs=3, checkpoint_every_steps=1)
+# The published GoogLeNet (no BatchNorm, dropout and aux heads on), 6 steps, a checkpoint every step.
+RUN = dict(variant='mini_published', num_epochs=6, checkpoint_every_steps=1)
 
 
 @pytest.fixture(scope='module')
@@ -27,11 +29,11 @@ def small_folder(tmp_path_factory):
 
 
 def launch_local(small_folder, workdir, num_processes=2, devices_per_process=2, **overrides):
-  """Starts `python -m launch.local` (not waiting); output in workdir/launcher.log."""
+  """Starts `python -m launch.local` (not waiting, no relaunches); output in workdir/launcher.log."""
   os.makedirs(workdir, exist_ok=True)
   args = tiny_flags(small_folder, workdir, **{**RUN, **overrides})
   cmd = [sys.executable, '-m', 'launch.local', f'--num_processes={num_processes}',
-         f'--devices_per_process={devices_per_process}', '--', *args]
+         f'--devices_per_process={devices_per_process}', '--max_relaunches=0', '--', *args]
   log = open(os.path.join(workdir, 'launcher.log'), 'ab')
   return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -58,6 +60,18 @@ def two_by_two(small_folder, tmp_path_factory):
   return workdir
 
 
+def initial_params(small_folder, tmp_path):
+  """The run's initial weights (the model built from the config's seed), as a list of arrays."""
+  config = tiny_config(small_folder, tmp_path / 'init', **RUN)
+  return jax.tree.leaves(nnx.split(models.build(config.model, num_classes=2, image_size=config.pp.image_size,
+                                                rngs=nnx.Rngs(params=config.seed)), nnx.Param, ...)[1])
+
+
+def trained_part(state, init):
+  """Trained minus initial weights: what training changed, where any difference in data or masks shows."""
+  return [np.asarray(p) - p0 for p, p0 in zip(jax.tree.leaves(state['params']), init)]
+
+
 @pytest.mark.slow
 def test_two_processes_train_as_one_process_on_four_and_on_one_device(small_folder, two_by_two, tmp_path):
   """Same global batches, same dropout masks, one gradient all-reduce: 2x2, 1x4 and 1x1 end with the same weights."""
@@ -71,19 +85,17 @@ def test_two_processes_train_as_one_process_on_four_and_on_one_device(small_fold
     results[name] = train.train_and_evaluate(tiny_config(small_folder, tmp_path / name, **RUN), devices=devices)
   states = {'2x2': restore_state(str(two_by_two))}
   states.update({name: restore_state(str(tmp_path / name)) for name in ('1x4', '1x1')})
-  assert {step for step, _, _ in states.values()} == {3}
-  assert states['2x2'][2]['positions'] == [12, 12]  # each process read its 4 of every global batch of 8
+  assert {step for step, _, _ in states.values()} == {6}
+  assert states['2x2'][2]['process_count'] == 2 and states['2x2'][2]['train_skipped_images'] == 0
 
-  config = tiny_config(small_folder, tmp_path / 'init', **RUN)
-  init = jax.tree.leaves(nnx.split(models.build(config.model, num_classes=2, image_size=config.pp.image_size,
-                                                rngs=nnx.Rngs(params=config.seed)), nnx.Param, ...)[1])
-  updates = {name: [np.asarray(p) - p0 for p, p0 in zip(jax.tree.leaves(state['params']), init)]
-             for name, (_, state, _) in states.items()}
-  # The updates (trained - initial weights) agree to float rounding (1 vs 4 devices measured ~3e-6 relative); a
-  # process stepping on its own half of each batch, or other data or dropout masks, would differ by tens of percent.
+  init = initial_params(small_folder, tmp_path)
+  updates = {name: trained_part(state, init) for name, (_, state, _) in states.items()}
+  # The updates (trained - initial weights) agree to float rounding grown over 6 steps (2x2 vs 1x4 measured 2.2e-4
+  # relative; 3e-6 after 3 steps); a process stepping on its own half of each batch, or other data or dropout masks,
+  # would differ by tens of percent.
   for name in ('1x4', '1x1'):
-    assert relative_difference(updates['2x2'], updates[name]) < 1e-4, name
-    assert_trees_close(states['2x2'][1]['ema_params'], states[name][1]['ema_params'], rtol=1e-4, atol=1e-6)
+    assert relative_difference(updates['2x2'], updates[name]) < 2e-3, name
+    assert relative_difference(states['2x2'][1]['ema_params'], states[name][1]['ema_params']) < 1e-4, name
     assert results[name]['eval/examples'] == final['eval/examples'] > 0  # every eval image counted once
     assert results[name]['eval_ema/loss'] == pytest.approx(final['eval_ema/loss'], rel=1e-4)
 
@@ -100,16 +112,21 @@ def child_pid(workdir, process_id):
   return None
 
 
-@pytest.mark.slow
-def test_killed_process_stops_the_job_and_the_rerun_resumes_to_the_same_end(small_folder, two_by_two, tmp_path):
-  workdir = tmp_path / 'killed'
-  proc = launch_local(small_folder, workdir)
-  first = workdir / 'checkpoints' / '1'
-  deadline = time.time() + 600
-  while not first.is_dir() and proc.poll() is None and time.time() < deadline:
+def wait_for(path, proc, timeout=600):
+  deadline = time.time() + timeout
+  while not path.exists() and proc.poll() is None and time.time() < deadline:
     time.sleep(0.05)
+  return path.exists()
+
+
+@pytest.mark.slow
+def test_killed_then_preempted_run_resumes_bitwise_and_on_fewer_devices(small_folder, two_by_two, tmp_path):
+  workdir = tmp_path / 'killed'
+  # 1. SIGKILL one process after the first checkpoint: the launcher stops the other and names the dead one.
+  proc = launch_local(small_folder, workdir)
+  assert wait_for(workdir / 'checkpoints' / '1', proc), read(workdir / 'launcher.log')[-3000:]
   pid = child_pid(workdir, 1)
-  assert first.is_dir() and pid is not None, read(workdir / 'launcher.log')[-3000:]
+  assert pid is not None, read(workdir / 'launcher.log')[-3000:]
   os.kill(pid, signal.SIGKILL)  # a host dies mid-run
   code = wait(proc, timeout=120)
   log = read(workdir / 'launcher.log')
@@ -117,19 +134,45 @@ def test_killed_process_stops_the_job_and_the_rerun_resumes_to_the_same_end(smal
   assert 'launch.local: process 1 of 2 failed (exit code -9)' in log and 'process_1.log' in log
   assert not (workdir / 'final_eval.json').exists(), 'the kill came too late: the run had finished'
   assert child_pid(workdir, 0) is None  # the other process was stopped, not left hanging
+  killed_at = max(int(p) for p in os.listdir(workdir / 'checkpoints') if p.isdigit())
 
+  # 2. Relaunch, then SIGTERM the launcher (a scheduler's preemption notice): both processes agree on a step, save it
+  # and exit 75, and so does the launcher.
+  proc = launch_local(small_folder, workdir)
+  assert wait_for(workdir / 'checkpoints' / str(killed_at + 1), proc), read(workdir / 'launcher.log')[-3000:]
+  os.kill(proc.pid, signal.SIGTERM)
+  assert wait(proc, timeout=300) == 75, read(workdir / 'launcher.log')[-3000:]
+  stopped = [line for i in range(2) for line in read(workdir / 'logs' / f'process_{i}.log').splitlines()
+             if 'Stopped by SIGTERM at step' in line]
+  assert len(stopped) == 2, stopped
+  stop_step = int(stopped[0].split('at step ')[1].split()[0])
+  assert all(f'at step {stop_step} of 6' in line for line in stopped) and stop_step < 6
+  assert restore_state(str(workdir))[0] == stop_step  # the checkpoint at the signal's step is the latest
+  elastic = tmp_path / 'elastic'
+  shutil.copytree(workdir, elastic)
+
+  # 3. Relaunch to the end: bitwise equal to the uninterrupted run (same topology, same programs).
   assert wait(launch_local(small_folder, workdir)) == 0, read(workdir / 'launcher.log')[-3000:]
   resumed_from = [line for line in read(workdir / 'logs' / 'process_0.log').splitlines() if 'Resumed from' in line]
-  assert resumed_from and 'Resumed from step 3' not in resumed_from[-1], resumed_from
+  assert [line.split('Resumed from step ')[1][:1] for line in resumed_from] == [str(killed_at), str(stop_step)]
   step_a, state_a, meta_a = restore_state(str(two_by_two))
   step_b, state_b, meta_b = restore_state(str(workdir))
-  assert step_a == step_b == 3 and meta_a == meta_b
-  assert_trees_close(state_a, state_b, rtol=1e-6, atol=1e-7)
+  assert step_a == step_b == 6 and meta_a == meta_b
+  assert_trees_close(state_a, state_b, rtol=0, atol=0)
   for name in ('config.json', 'final_eval.json'):
     assert (workdir / name).exists()
   assert os.listdir(workdir / 'tensorboard')
   rows = [json.loads(line) for line in read(workdir / 'metrics.jsonl').splitlines()]
-  assert [row['step'] for row in rows if 'train/loss' in row] == [1, 2, 3]  # each step once after the resume
+  assert [row['step'] for row in rows if 'train/loss' in row] == list(range(1, 7))  # each step once after resumes
+
+  # 4. The 4-device checkpoint of the SIGTERM step resumes on 1 process x 2 devices: the same global batches, so the
+  # same end up to the all-reduce's float rounding (see the test above for the size of that).
+  assert wait(launch_local(small_folder, elastic, num_processes=1)) == 0, read(elastic / 'launcher.log')[-3000:]
+  assert 'Resumed from step %d' % stop_step in read(elastic / 'logs' / 'process_0.log')
+  _, state_c, _ = restore_state(str(elastic))
+  init = initial_params(small_folder, tmp_path)
+  assert relative_difference(trained_part(state_a, init), trained_part(state_c, init)) < 2e-3
+  assert relative_difference(state_a['ema_params'], state_c['ema_params']) < 1e-4
 
 
 def test_launcher_commands_and_environment():
