@@ -113,8 +113,9 @@ class Checkpointer:
 
   def _check_structure(self, step: int, target) -> None:
     """Raises WorkdirError when the checkpoint's arrays do not fit `target` (another model or size)."""
-    stored = self.manager.item_metadata(step)['state']
-    if stored is None:  # no metadata to compare: the restore itself will tell
+    metadata = self.manager.item_metadata(step)
+    stored = metadata['state'] if 'state' in metadata.keys() else None
+    if stored is None:  # nothing to compare (e.g. `state/` is gone): the restore itself will fail and fall back
       return
     flat_stored, flat_target = _by_path(stored), _by_path(target)
     missing = sorted(set(flat_target) - set(flat_stored))

@@ -59,10 +59,11 @@ def previous_config(workdir: epath.Path) -> Optional[Dict[str, Any]]:
 
 
 def config_changes(previous: Dict[str, Any], config: ml_collections.ConfigDict) -> List[str]:
-  """'key: old -> new' for each key whose value differs, over the keys both configs have."""
+  """'key: old -> new' for each key whose value differs, over the keys both configs have (not `workdir`: a moved or
+  copied run is the same run)."""
   old, new = _flatten(previous), _flatten(_as_plain(config))
   return [f'{k}: {old[k]!r} -> {new[k]!r}' for k in sorted(set(old) & set(new))
-          if _normal(old[k]) != _normal(new[k])]
+          if k != 'workdir' and _normal(old[k]) != _normal(new[k])]
 
 
 def _normal(value):
@@ -87,10 +88,7 @@ def check_resume(workdir: epath.Path, config: ml_collections.ConfigDict, has_che
 def write_config(workdir: epath.Path, config: ml_collections.ConfigDict, resume_step: int) -> None:
   """Writes config.json; a different previous one is kept as config.before_step_<resume_step>.json."""
   path = workdir / 'config.json'
-  text = config.to_json_best_effort(indent=2)
-  if path.exists():
-    old = path.read_text()
-    if old == text:
-      return
-    (workdir / f'config.before_step_{resume_step}.json').write_text(old)
-  path.write_text(text)
+  previous = previous_config(workdir)
+  if previous is not None and config_changes(previous, config):
+    (workdir / f'config.before_step_{resume_step}.json').write_text(path.read_text())
+  path.write_text(config.to_json_best_effort(indent=2))
