@@ -87,3 +87,80 @@ def check_overrides(argv: Sequence[str]) -> None:
       path.append(part)
     if not isinstance(node, ml_collections.ConfigDict):
       _check_value(key, node, value)
+
+
+def _between(lo, hi, lo_open=False, hi_open=False):
+  """A predicate for lo <= x <= hi (with open ends where asked)."""
+  def ok(x):
+    return (x > lo if lo_open else x >= lo) and (x < hi if hi_open else x <= hi)
+  return ok
+
+
+def _range_pair(lo, hi, strictly_positive=True):
+  """A predicate for a (low, high) pair with lo <(=) low <= high <= hi."""
+  def ok(pair):
+    low, high = pair
+    return (low > lo if strictly_positive else low >= lo) and low <= high <= hi
+  return ok
+
+
+_INF = float('inf')
+# (key, predicate, what is allowed): the semantic rules of check_config, for keys a config has.
+RULES = (
+    ('num_epochs', lambda x: x > 0, 'a number > 0'),
+    ('batch_size', lambda x: x > 0, 'an integer > 0'),
+    ('eval_batch_size', lambda x: x > 0, 'an integer > 0'),
+    ('pp.image_size', lambda x: x > 0, 'an integer > 0'),
+    ('pp.value_range', lambda r: r[0] < r[1], 'a (low, high) pair with low < high, e.g. (-1.0, 1.0)'),
+    ('pp.train.area_range', _range_pair(0.0, 1.0), '0 < low <= high <= 1, e.g. (0.08, 1.0)'),
+    ('pp.train.aspect_range', _range_pair(0.0, _INF), '0 < low <= high, e.g. (0.75, 1.333)'),
+    ('pp.train.max_attempts', lambda x: x >= 1, 'an integer >= 1'),
+    ('pp.eval.crop_ratio', _between(0.0, 1.0, lo_open=True), 'a fraction in (0, 1], e.g. 0.875'),
+    ('data.val_fraction', _between(0.0, 1.0, hi_open=True), 'a fraction in [0, 1)'),
+    ('data.max_bad_fraction', _between(0.0, 1.0), 'a fraction in [0, 1]'),
+    ('optimizer.lr', lambda x: x > 0, 'a number > 0'),
+    ('optimizer.lr_batch_size', lambda x: x > 0, 'an integer > 0'),
+    ('optimizer.momentum', _between(0.0, 1.0, hi_open=True), 'a number in [0, 1)'),
+    ('optimizer.weight_decay', lambda x: x >= 0, 'a number >= 0'),
+    ('schedule.decay_rate', _between(0.0, 1.0, lo_open=True), 'a number in (0, 1]'),
+    ('schedule.decay_epochs', lambda x: x > 0, 'a number > 0'),
+    ('schedule.warmup_epochs', lambda x: x >= 0, 'a number >= 0'),
+    ('ema.decay', _between(0.0, 1.0, hi_open=True), 'a number in [0, 1)'),
+    ('loss.aux_weight', lambda x: x >= 0, 'a number >= 0'),
+    ('loss.label_smoothing', _between(0.0, 1.0, hi_open=True), 'a number in [0, 1)'),
+    ('model.dropout_rate', _between(0.0, 1.0, hi_open=True), 'a number in [0, 1)'),
+    ('model.aux_dropout_rate', _between(0.0, 1.0, hi_open=True), 'a number in [0, 1)'),
+    ('model.dtype', lambda x: x in ('float32', 'bfloat16', 'float16'), "'float32', 'bfloat16' or 'float16'"),
+    ('log_every_steps', lambda x: x >= 1, 'an integer >= 1'),
+    ('checkpoint_every_steps', lambda x: x >= 1, 'an integer >= 1'),
+    ('keep_checkpoints', lambda x: x >= 1, 'an integer >= 1'),
+    ('eval_every_epochs', lambda x: x > 0, 'a number > 0'),
+    ('nan_policy', lambda x: x in ('stop', 'skip'), "'stop' or 'skip'"),
+)
+
+
+def _lookup(config: ml_collections.ConfigDict, key: str):
+  node = config
+  for part in key.split('.'):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      return _MISSING
+    node = node[part]
+  return node
+
+
+_MISSING = object()
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """ConfigError for the first value outside its allowed range (RULES), naming the key, the value and what is
+  allowed; keys a config does not have are not checked. Needs no data and no devices, so it runs before any work."""
+  for key, ok, allowed in RULES:
+    value = _lookup(config, key)
+    if value is _MISSING:
+      continue
+    try:
+      good = bool(ok(value))
+    except (TypeError, ValueError, IndexError):
+      good = False
+    if not good:
+      raise ConfigError(f'--config.{key}={value!r}: expected {allowed}.')

@@ -68,7 +68,7 @@ def run():
   try:
     config_checks.check_overrides(sys.argv[1:])
   except config_checks.ConfigError as e:
-    sys.exit(f'Config error: {e}')
+    sys.exit(f'ConfigError: {e}')
   app.run(main)
 
 

@@ -34,7 +34,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 def _train_and_evaluate(config: ml_collections.ConfigDict, devices: Optional[Sequence[jax.Device]],
                         watcher: preemption.PreemptionWatcher) -> Dict[str, float]:
   # ---------------------------------------------------------------- Config and data (a bad one writes nothing)
-  getattr(config_checks, 'check_config', lambda c: None)(config)  # TODO(helper) plain call
+  config_checks.check_config(config)
+  models.check_model_config(config.model, config.pp.image_size)
   source = pipeline.build_source(config)
   num_train = source.num_examples('train')
   if config.batch_size > num_train:

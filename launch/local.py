@@ -47,7 +47,7 @@ def workdir_of(args: Sequence[str]) -> str:
   try:
     return config_checks.load_config(spec).workdir
   except config_checks.ConfigError as e:
-    raise SystemExit(f'Config error: {e}') from None
+    raise SystemExit(f'ConfigError: {e}') from None
 
 
 def process_command(args: Sequence[str], *, port: int, num_processes: int, process_id: int) -> List[str]:

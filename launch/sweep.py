@@ -384,7 +384,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       raise SweepError(f'--root={root}: running needs a local folder (--dry_run prints commands for any root).')
     core_sets(opts.parallel)
   except (SweepError, config_checks.ConfigError) as e:
-    print(f'{"Config" if isinstance(e, config_checks.ConfigError) else "Sweep"} error: {e}', file=sys.stderr)
+    print(f'{type(e).__name__}: {e}', file=sys.stderr)
     return 2
   if opts.dry_run:
     print('\n'.join(shlex.join(build_command(spec, root, r, extra)) for r in runs))

@@ -6,7 +6,8 @@ import sys
 import pytest
 
 from configs import googlenet
-from inception import config_checks
+from inception import config_checks, models
+from tests.runs import REPO
 
 SPEC = 'configs/googlenet.py:mini'
 
@@ -70,4 +71,69 @@ def test_command_line_reports_unknown_key_and_exits():
   proc = subprocess.run([sys.executable, '-m', 'inception.main', f'--config={SPEC}', '--config.optimizer.lrr=1'],
                         capture_output=True, text=True, timeout=120)
   assert proc.returncode != 0
-  assert "Config error: unknown key 'optimizer.lrr'" in proc.stderr
+  assert "ConfigError: unknown key 'optimizer.lrr'" in proc.stderr
+
+
+@pytest.mark.parametrize('variant', sorted(googlenet.VARIANTS))
+def test_every_variant_passes_the_semantic_checks(variant):
+  config = googlenet.get_config(variant)
+  config_checks.check_config(config)
+  models.check_model_config(config.model, config.pp.image_size)
+
+
+@pytest.mark.parametrize('key, value, allowed', [
+    ('num_epochs', -1, 'a number > 0'),
+    ('num_epochs', 0, 'a number > 0'),
+    ('batch_size', 0, 'an integer > 0'),
+    ('eval_batch_size', -8, 'an integer > 0'),
+    ('pp.image_size', 0, 'an integer > 0'),
+    ('pp.train.area_range', (0.5, 0.2), '0 < low <= high <= 1'),
+    ('pp.train.area_range', (0.0, 1.0), '0 < low <= high <= 1'),
+    ('pp.train.area_range', (0.1, 1.5), '0 < low <= high <= 1'),
+    ('pp.train.aspect_range', (1.5, 0.5), '0 < low <= high'),
+    ('pp.train.max_attempts', 0, 'an integer >= 1'),
+    ('pp.eval.crop_ratio', 1.2, 'a fraction in (0, 1]'),
+    ('pp.eval.crop_ratio', 0.0, 'a fraction in (0, 1]'),
+    ('data.val_fraction', 1.0, 'a fraction in [0, 1)'),
+    ('data.max_bad_fraction', -0.1, 'a fraction in [0, 1]'),
+    ('optimizer.lr', 0.0, 'a number > 0'),
+    ('optimizer.momentum', 1.0, 'a number in [0, 1)'),
+    ('optimizer.weight_decay', -1e-4, 'a number >= 0'),
+    ('schedule.decay_rate', 0.0, 'a number in (0, 1]'),
+    ('schedule.warmup_epochs', -1, 'a number >= 0'),
+    ('ema.decay', 1.0, 'a number in [0, 1)'),
+    ('loss.label_smoothing', 1.0, 'a number in [0, 1)'),
+    ('model.dropout_rate', 1.0, 'a number in [0, 1)'),
+    ('model.dtype', 'float8', "'float32', 'bfloat16' or 'float16'"),
+    ('checkpoint_every_steps', 0, 'an integer >= 1'),
+    ('nan_policy', 'ignore', "'stop' or 'skip'"),
+])
+def test_each_rule_names_the_key_the_value_and_what_is_allowed(key, value, allowed):
+  config = googlenet.get_config('mini')
+  *parents, leaf = key.split('.')
+  node = config
+  for part in parents:
+    node = node[part]
+  node[leaf] = value
+  with pytest.raises(config_checks.ConfigError) as error:
+    config_checks.check_config(config)
+  assert str(error.value).startswith(f'--config.{key}={value!r}: expected {allowed}')
+
+
+def test_image_size_below_the_model_minimum_says_the_minimum():
+  config = googlenet.get_config('mini')
+  models.check_model_config(config.model, 32)
+  with pytest.raises(config_checks.ConfigError, match=r'--config.pp.image_size=31: googlenet_bn needs at least 32 px'):
+    models.check_model_config(config.model, 31)
+
+
+def test_command_line_config_errors_exit_within_seconds_with_one_line(tmp_path):
+  """A value out of range stops the command line with one line and writes nothing (the issue's num_epochs=-1 used to
+  write checkpoints/-2 and exit 0)."""
+  workdir = tmp_path / 'run'
+  proc = subprocess.run([sys.executable, '-m', 'inception.main', '--config=configs/googlenet.py:mini',
+                         '--config.num_epochs=-1', f'--config.workdir={workdir}'],
+                        cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1] == 'ConfigError: --config.num_epochs=-1: expected a number > 0.'
+  assert 'Traceback' not in proc.stderr and not workdir.exists()

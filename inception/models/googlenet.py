@@ -254,6 +254,10 @@ def googlenet(*, num_classes: int, image_size: ImageSize = 224,
                    aux_heads=aux_heads, batch_norm=False, rngs=rngs)
 
 
+# Five stride-2 stages take 32 px to a 1x1 final map; below that the last stages' windows read only padding.
+googlenet.min_image_size = 32
+
+
 @MODELS.register('googlenet_bn')
 def googlenet_bn(*, num_classes: int, image_size: ImageSize = 224,
                  dtype: layers.DTypeLike = 'float32', dropout_rate: float = 0.4,
@@ -265,3 +269,6 @@ def googlenet_bn(*, num_classes: int, image_size: ImageSize = 224,
                    dropout_rate=dropout_rate, aux_dropout_rate=aux_dropout_rate,
                    aux_heads=aux_heads, batch_norm=True, bn_momentum=bn_momentum,
                    bn_epsilon=bn_epsilon, rngs=rngs)
+
+
+googlenet_bn.min_image_size = 32

@@ -101,7 +101,7 @@ def test_an_unknown_key_fails_before_anything_runs(tmp_path):
     proc = subprocess.run([sys.executable, '-m', 'launch.sweep', f'--config={SPEC}', f'--root={root}', *args],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and proc.stdout == ''
-    assert 'Config error:' in proc.stderr and ("unknown key 'optimizer.lrr'" in proc.stderr or
+    assert 'ConfigError:' in proc.stderr and ("unknown key 'optimizer.lrr'" in proc.stderr or
                                                "'num_epoch'" in proc.stderr or 'type int' in proc.stderr)
   assert not root.exists()
 

@@ -11,6 +11,9 @@ from flax import nnx
 
 from inception.models import MODELS
 from inception.models import build
+from inception.models import model_kwargs
+from inception.config_checks import ConfigError
+from configs import googlenet as googlenet_config
 from inception.models import googlenet
 
 SPATIAL_224 = {'conv1': 112, 'pool1': 56, 'conv2': 56, 'pool2': 28, 'inception_3a': 28,
@@ -267,5 +270,18 @@ def test_unknown_model_name_lists_known_names():
     MODELS.get('alexnet')
   with pytest.raises(ValueError, match='googlenet'):
     build({'name': 'googlenet_v9'}, num_classes=10, image_size=112, rngs=nnx.Rngs(params=0))
-  with pytest.raises(ValueError, match="must not set 'image_size'"):
+  with pytest.raises(ConfigError, match='model.image_size: the model config must not set it'):
     build({'name': 'googlenet', 'image_size': 96}, num_classes=10, image_size=112, rngs=nnx.Rngs(params=0))
+
+
+def test_switching_a_bn_recipe_to_the_published_model_just_works():
+  """The `mini` recipe's model group has the BN model's keys: with name=googlenet they are left out, not a TypeError;
+  a key no model takes is a ConfigError naming it and the chosen model's keys."""
+  model_config = googlenet_config.get_config('mini').model
+  model_config.name = 'googlenet'
+  assert 'bn_momentum' in model_config and 'bn_momentum' not in model_kwargs(model_config)
+  model = nnx.eval_shape(lambda: build(model_config, num_classes=3, image_size=64, rngs=nnx.Rngs(params=0)))
+  assert isinstance(model, googlenet.GoogLeNet) and not model.batch_norm
+  model_config.bn_momentun = 0.9
+  with pytest.raises(ConfigError, match='model.bn_momentun: no model takes this key; googlenet takes: aux_dropout_rate'):
+    model_kwargs(model_config)
