@@ -17,6 +17,8 @@ from configs import googlenet
 from inception import models, optim, sharding, steps, train
 from inception.data import pipeline
 from inception.errors import DivergedError
+from inception.data.sources import in_val_split
+from tests.data.bad_images import UNDECODABLE, make_bad_folder
 from tests.runs import REPO, checkpoint_steps, copy_run, relative_difference, restore_state, tiny_config
 
 
@@ -133,3 +135,26 @@ def test_nan_policy_skip_skips_and_counts_the_bad_updates(finished_run, tmp_path
   rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
   last = [r for r in rows if 'train/nonfinite_steps' in r][-1]
   assert last['step'] == 12 and last['train/nonfinite_steps'] == results['train/nonfinite_steps']
+
+
+@pytest.mark.slow
+def test_a_folder_of_every_kind_of_bad_file_trains_on_the_good_ones_and_counts_the_rest(tmp_path):
+  """The bad-files folder (tests/data/bad_images.py) trains; the final line counts the undecodable files of each split:
+  in training once per read (the global order says which reads hit one), in evaluation once each."""
+  make_bad_folder(tmp_path / 'data')
+  broken = next(f'broken_{k}.jpg' for k in range(1000) if in_val_split(f'odd/broken_{k}.jpg', 0.25))
+  (tmp_path / 'data' / 'odd' / broken).write_bytes(b'\xff\xd8 a JPEG header, then nothing')  # lands in eval
+  config = tiny_config(tmp_path / 'data', tmp_path / 'run', num_epochs=2, **{'data.max_bad_fraction': 0.5})
+  results = train.train_and_evaluate(config)
+  source = pipeline.build_source(config)
+  bad = {split: {i for i, (path, _) in enumerate(source.files(split))
+                 if os.path.basename(path) in UNDECODABLE + (broken,)} for split in ('train', 'eval')}
+  assert bad['train'] and bad['eval']
+  steps_run = 2 * (source.num_examples('train') // 8)
+  order = pipeline.global_order(source.num_examples('train'), config.seed, global_batch=8, process_index=0,
+                                process_count=1).take(steps_run * 8)
+  reads_of_bad = sum(int(example) in bad['train'] for _, _, example in order.as_numpy_iterator())
+  assert results['train/skipped_images'] == reads_of_bad > 0
+  assert results['eval/skipped_images'] == len(bad['eval'])
+  assert results['eval/examples'] == source.num_examples('eval') - len(bad['eval'])
+  assert f'skipped images: train {reads_of_bad}, eval {len(bad["eval"])}' in train.final_line(results)

@@ -5,6 +5,7 @@ examples without decoding them) as `{'image_bytes': tf.string, 'label': tf.int32
 shard, and knows its class and example counts. `dataset()` is `records().map(load)`: a pipeline that
 skips far ahead on resume skips records (for the folder source: file paths, no reads) and loads after.
 """
+import collections
 import hashlib
 import os
 import pathlib
@@ -49,7 +50,7 @@ def resolve_root(root: str) -> pathlib.Path:
     return path
   if not path.is_absolute() and (_REPO_ROOT / path).is_dir():
     return _REPO_ROOT / path
-  raise ValueError(
+  raise DataError(
       f'Image folder {str(root)!r} does not exist (looked relative to {os.getcwd()} and {_REPO_ROOT}). '
       'Set --config.data.root=/path/to/images (a folder of class subfolders, or of train/ and val/ '
       'each holding class subfolders).')
@@ -60,17 +61,44 @@ def _subdirs(path: pathlib.Path) -> List[str]:
   return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith('.'))
 
 
-def _list_images(class_dir: pathlib.Path) -> Tuple[List[pathlib.Path], int]:
-  """Image files under `class_dir` (recursively, sorted) and the number of other files skipped."""
-  images, others = [], 0
+# Image formats tf.data cannot decode: left out of the listing and named in the warning, not silently dropped.
+UNREADABLE_IMAGE_EXTENSIONS = ('.webp', '.tif', '.tiff', '.heic', '.heif', '.avif', '.jp2', '.jxl', '.ico', '.svg')
+
+
+def _ignored_kind(name: str) -> str:
+  """How a listed non-image file is tallied: 'hidden' or its lower-case extension ('' for none)."""
+  return 'hidden' if name.startswith('.') else os.path.splitext(name)[1].lower()
+
+
+def _list_images(class_dir: pathlib.Path) -> Tuple[List[pathlib.Path], Dict[str, int]]:
+  """Image files under `class_dir` (recursively, sorted; hidden files and folders left out) and a tally of the other
+  files by kind (_ignored_kind)."""
+  images, ignored = [], collections.Counter()
   for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
     dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
     for name in sorted(filenames):
-      if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+      if not name.startswith('.') and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
         images.append(pathlib.Path(dirpath) / name)
       else:
-        others += 1
-  return images, others
+        ignored[_ignored_kind(name)] += 1
+  return images, dict(ignored)
+
+
+def ignored_files_warning(root, ignored: Dict[str, int]) -> Optional[str]:
+  """One warning about the files a folder source leaves out, naming image formats tf.data cannot decode."""
+  if not ignored:
+    return None
+  unreadable = {k: n for k, n in sorted(ignored.items()) if k in UNREADABLE_IMAGE_EXTENSIONS}
+  parts = []
+  if unreadable:
+    parts.append(f'{sum(unreadable.values())} images in formats tf.data cannot decode '
+                 f'({", ".join(f"{n} {k}" for k, n in unreadable.items())}): convert them to JPEG or PNG to use them')
+  if ignored.get('hidden'):
+    parts.append(f'{ignored["hidden"]} hidden files')
+  others = {k or '(no extension)': n for k, n in sorted(ignored.items()) if k not in unreadable and k != 'hidden'}
+  if others:
+    parts.append(f'{sum(others.values())} other files ({", ".join(f"{n} {k}" for k, n in others.items())})')
+  return f'Image folder {root}: left out {"; ".join(parts)}. Read: {", ".join(IMAGE_EXTENSIONS)}.'
 
 
 def in_val_split(relative_path: str, val_fraction: float) -> bool:
@@ -101,14 +129,15 @@ class FolderSource:
 
   def __init__(self, data_config: ml_collections.ConfigDict):
     self.root = resolve_root(data_config.root)
-    self.num_ignored_files = 0
+    self.ignored_files: Dict[str, int] = collections.Counter()  # by kind: '.webp', '.txt', 'hidden', ...
     self._files: Dict[str, List[Tuple[str, int]]] = {s: [] for s in SPLITS}  # (path, label) sorted
     if (self.root / 'train').is_dir() and (self.root / 'val').is_dir():
       self.class_names = _subdirs(self.root / 'train')
       for split, sub in (('train', 'train'), ('eval', 'val')):
         unknown = set(_subdirs(self.root / sub)) - set(self.class_names)
         if unknown:
-          raise ValueError(f'{self.root / sub} has classes missing from train/: {sorted(unknown)}.')
+          raise DataError(f'{self.root / sub} has classes that {self.root / "train"} lacks: {sorted(unknown)}. Add '
+                          f'their training images to train/, or remove them from {sub}/.')
         for label, name in enumerate(self.class_names):
           if (self.root / sub / name).is_dir():
             self._add(split, self.root / sub / name, label, val_fraction=None)
@@ -116,18 +145,35 @@ class FolderSource:
       self.class_names = _subdirs(self.root)
       for label, name in enumerate(self.class_names):
         self._add(None, self.root / name, label, val_fraction=float(data_config.val_fraction))
-    if not self.class_names:
-      raise ValueError(f'No class subfolders in {self.root}.')
     for split in SPLITS:
       self._files[split].sort()
-    if self.num_ignored_files:
-      logging.warning('FolderSource %s: ignored %d non-image files.', self.root, self.num_ignored_files)
+    self.ignored_files = dict(self.ignored_files)
+    warning = ignored_files_warning(self.root, self.ignored_files)
+    if warning:
+      logging.warning('%s', warning)
+    self._check_classes()
+
+  def _check_classes(self) -> None:
+    """DataError for a folder with no images or fewer than two classes; a warning for classes with no training image."""
+    where = ('subfolders of ' + str(self.root / 'train')) if (self.root / 'train').is_dir() else str(self.root)
+    if not self._files['train']:
+      raise DataError(f'No training images in {self.root}: expected class subfolders holding {", ".join(IMAGE_EXTENSIONS)} '
+                      f'files (found classes: {self.class_names or "none"}). Point --config.data.root at such a '
+                      f'folder.')
+    if len(self.class_names) < 2:
+      raise DataError(f'{where} has {len(self.class_names)} class ({self.class_names}): a classifier needs at '
+                      f'least 2 classes to learn anything. Add a folder per class.')
+    counts = collections.Counter(label for _, label in self._files['train'])
+    empty = [name for label, name in enumerate(self.class_names) if not counts[label]]
+    if empty:
+      logging.warning('Classes with no training images: %s. The model still has an output for each, but can never '
+                      'learn to predict it.', ', '.join(empty))
 
   def _add(self, split: Optional[str], class_dir: pathlib.Path, label: int,
            val_fraction: Optional[float]) -> None:
     """Lists one class folder into `split`, or into the hash-chosen split when `split` is None."""
-    images, others = _list_images(class_dir)
-    self.num_ignored_files += others
+    images, ignored = _list_images(class_dir)
+    self.ignored_files.update(ignored)
     for path in images:
       target = split
       if target is None:

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from inception.data import preprocess
+from tests.data.bad_images import UNDECODABLE, UNUSUAL, make_bad_folder
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CALTECH_JPEG = REPO / 'data' / 'caltech101-mini' / 'Leopards' / 'image_0001.jpg'
@@ -195,3 +196,28 @@ def test_colour_distortions_run_in_random_order():
   assert results == {0.6, 0.5}
   again = preprocess._distort_colors(image, seed(3), ops)
   np.testing.assert_array_equal(again, preprocess._distort_colors(image, seed(3), ops))
+
+
+@pytest.fixture(scope='module')
+def bad_folder(tmp_path_factory):
+  root = tmp_path_factory.mktemp('bad')
+  make_bad_folder(root)
+  return root / 'odd'
+
+
+@pytest.mark.parametrize('name', UNUSUAL)
+def test_unusual_images_decode_through_both_transforms(bad_folder, name):
+  """Grayscale, CMYK, 16-bit, RGBA, palette, BMP, 8x8, 8000x6000, upper-case extension: all train and evaluate."""
+  data = (bad_folder / name).read_bytes()
+  for transform, pp in ((preprocess.inception_crop, train_pp()), (preprocess.central_crop, eval_pp())):
+    out = transform(data, seed(3), pp).numpy()
+    assert out.shape == (24, 24, 3) and np.isfinite(out).all()
+    assert pp.value_range[0] <= out.min() and out.max() <= pp.value_range[1]
+
+
+@pytest.mark.parametrize('name', UNDECODABLE)
+def test_undecodable_files_raise_so_the_pipeline_can_count_them(bad_folder, name):
+  data = (bad_folder / name).read_bytes()
+  for transform, pp in ((preprocess.inception_crop, train_pp()), (preprocess.central_crop, eval_pp())):
+    with pytest.raises(tf.errors.OpError):
+      transform(data, seed(3), pp).numpy()

@@ -1,4 +1,5 @@
 """Tests for inception/data/sources.py: folder listing, hash split, sharding, shuffling, TFDS source."""
+import logging
 import os
 import pathlib
 
@@ -9,6 +10,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from inception.data import sources
+from inception.errors import DataError
+from tests.data.bad_images import make_bad_folder
 from tests.data.image_folders import make_folder
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -35,7 +38,7 @@ def test_classes_labels_and_ignored_files(tmp_path):
   source = sources.FolderSource(data_config(root=str(tmp_path), val_fraction=0.0))
   assert source.class_names == ['ant', 'moth', 'zebra']  # Sorted; LICENSE.md is not a class.
   assert source.num_classes == 3
-  assert source.num_ignored_files == 1
+  assert source.ignored_files == {'.txt': 1}
   assert source.num_examples('train') == 7 and source.num_examples('eval') == 0
   labels = sorted(l for _, l in source.files('train'))
   assert labels == [0, 0, 0, 1, 1, 2, 2]
@@ -201,3 +204,32 @@ def test_folder_records_are_paths_and_load_reads_them(tmp_path):
   loaded = [source.load(r) for r in records]
   assert [l['image_bytes'].numpy() for l in loaded] == [b for b, _ in collect(
       source.dataset('train', process_index=0, process_count=1))]
+
+
+def test_every_kind_of_file_is_listed_or_left_out_and_named(tmp_path, caplog):
+  expected = make_bad_folder(tmp_path)
+  with caplog.at_level(logging.WARNING):
+    source = sources.FolderSource(data_config(root=str(tmp_path), val_fraction=0.0))
+  assert source.num_examples('train') == expected['listed']
+  assert source.ignored_files == expected['ignored']
+  names = {pathlib.Path(p).name for p, _ in source.files('train')}
+  assert not any(n.startswith('.') for n in names) and 'UPPER.JPG' in names
+  warning = ' '.join(r.getMessage() for r in caplog.records)
+  assert '1 images in formats tf.data cannot decode (1 .webp): convert them to JPEG or PNG' in warning
+  assert '2 hidden files' in warning and '1 other files (1 .txt)' in warning
+
+
+def test_no_images_one_class_and_empty_classes(tmp_path, caplog):
+  (tmp_path / 'none' / 'a').mkdir(parents=True)
+  (tmp_path / 'none' / 'a' / 'readme.txt').write_text('x')
+  with pytest.raises(DataError, match=r'No training images in .*none.*\.jpg'):
+    sources.FolderSource(data_config(root=str(tmp_path / 'none'), val_fraction=0.0))
+  make_folder(tmp_path / 'one', {'cat': 3})
+  with pytest.raises(DataError, match=r'has 1 class .*at least 2 classes'):
+    sources.FolderSource(data_config(root=str(tmp_path / 'one'), val_fraction=0.0))
+  make_folder(tmp_path / 'some', {'cat': 3, 'dog': 2})
+  (tmp_path / 'some' / 'emu').mkdir()
+  with caplog.at_level(logging.WARNING):
+    source = sources.FolderSource(data_config(root=str(tmp_path / 'some'), val_fraction=0.0))
+  assert source.num_classes == 3
+  assert 'Classes with no training images: emu' in caplog.text and 'never' in caplog.text
