@@ -4,6 +4,7 @@ import os
 import pathlib
 import shutil
 
+import jax
 import pytest
 
 from inception import checkpoint, train
@@ -21,11 +22,12 @@ def corrupt(step_dir: pathlib.Path, kind: str) -> None:
   largest.write_bytes(b'\0' * size if kind == 'zeroed' else largest.read_bytes()[:size // 2])
 
 
-@pytest.mark.parametrize('kind', ['truncated', 'zeroed', 'state_deleted'])
-def test_unreadable_newest_checkpoint_falls_back_to_the_previous_and_is_kept(finished_run, tmp_path, kind):
+def test_unreadable_newest_checkpoint_falls_back_and_the_resumed_run_ends_the_same(finished_run, tmp_path):
+  """A zeroed data file in the newest checkpoint: the run resumes from step 2, trains steps 3-4 again and ends
+  bitwise equal to the uninterrupted run; the damaged folder is kept as 4.unreadable."""
   source, config, results = finished_run
   workdir = pathlib.Path(copy_run(source, tmp_path / 'run'))
-  corrupt(workdir / 'checkpoints' / '4', kind)
+  corrupt(workdir / 'checkpoints' / '4', 'zeroed')
   resumed = train.train_and_evaluate(tiny_config(config.data.root, workdir, num_epochs=4, checkpoint_every_steps=2))
   assert (workdir / 'checkpoints' / '4.unreadable').is_dir()  # set aside, not deleted
   assert checkpoint_steps(workdir) == [2, 4]  # step 4 trained again from step 2 and written afresh
@@ -33,6 +35,19 @@ def test_unreadable_newest_checkpoint_falls_back_to_the_previous_and_is_kept(fin
   _, state, _ = restore_state(str(workdir))
   assert_trees_close(expected, state, rtol=0, atol=0)  # same programs in one process: bitwise
   assert resumed['eval_ema/loss'] == results['eval_ema/loss']
+
+
+@pytest.mark.parametrize('kind', ['truncated', 'state_deleted'])
+def test_restore_falls_back_past_each_kind_of_damage(finished_run, tmp_path, kind):
+  source, _, _ = finished_run
+  workdir = pathlib.Path(copy_run(source, tmp_path / 'run'))
+  corrupt(workdir / 'checkpoints' / '4', kind)
+  _, target, meta = restore_state(source)  # the right shapes and dtypes, on one device
+  ckpt = checkpoint.Checkpointer(str(workdir), 2, 3, identity={k: meta[k] for k in ('model', 'num_classes', 'image_size')})
+  state, restored_meta = ckpt.restore(jax.tree.map(jax.numpy.asarray, target))
+  assert int(state['step']) == 2 and restored_meta['process_count'] == 1
+  assert ckpt.all_steps() == [2] and (workdir / 'checkpoints' / '4.unreadable').is_dir()
+  ckpt.close()
 
 
 def test_no_readable_checkpoint_is_a_clear_error_and_nothing_is_deleted(finished_run, tmp_path):

@@ -264,11 +264,18 @@ def test_a_real_sweep_killed_and_resumed(small_folder, tmp_path):
   assert first.returncode == 128 + signal.SIGTERM, err[-3000:]
   with open(root / 'sweep.csv') as f:
     table = list(csv.DictReader(f))
-  assert [r['status'] for r in table] == ['done', 'done', 'pending', 'pending'], err[-3000:]
-  assert not os.path.exists(workdirs[2] / 'final_eval.json')
-  assert json.load(open(workdirs[2] / sweep.STATUS))['status'] == 'interrupted'
+  # Runs 3-4 save a checkpoint at their next step and stop (exit 75): pending. Run 3 may be past its last step when the
+  # signal comes (the steps are short); then it ends normally: done.
+  statuses = [r['status'] for r in table]
+  assert statuses[:2] == ['done', 'done'] and statuses[3] == 'pending', err[-3000:]
+  assert statuses[2] in ('done', 'pending')
+  if statuses[2] == 'pending':
+    assert not os.path.exists(workdirs[2] / 'final_eval.json')
+  assert json.load(open(workdirs[3] / sweep.STATUS))['status'] == 'interrupted'
   assert json.load(open(workdirs[0] / 'overrides.json')) == {'optimizer.lr': 0.01, 'optimizer.weight_decay': 5e-5}
   before = {w: (os.stat(w / 'sweep.log').st_mtime_ns, json.load(open(w / sweep.STATUS))) for w in workdirs[:2]}
+  to_resume = [w for w, status in zip(workdirs[2:], statuses[2:]) if status == 'pending' and checkpointed(w)]
+  assert to_resume or statuses[2] == 'done'
 
   second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
   assert second.returncode == 0, second.stderr[-3000:]
@@ -282,7 +289,8 @@ def test_a_real_sweep_killed_and_resumed(small_folder, tmp_path):
   for w in workdirs[:2]:  # skipped: log and wall time untouched
     assert (os.stat(w / 'sweep.log').st_mtime_ns, json.load(open(w / sweep.STATUS))) == before[w]
     assert 'done before, skipped' in second.stderr
-  assert 'Resumed from step' in open(workdirs[2] / 'sweep.log').read()  # run 3 went on from its checkpoint
+  for w in to_resume:  # interrupted runs went on from their checkpoints
+    assert 'Resumed from step' in open(w / 'sweep.log').read()
   printed = second.stdout.splitlines()
   assert printed[0].split()[:4] == ['name', 'lr', 'weight_decay', 'status']
   assert sorted(l.split()[0] for l in printed[1:]) == sorted(names) and len(printed) == 5
