@@ -57,3 +57,13 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
   kwargs = settings(coordinator_address, num_processes, process_id)
   logging.info('jax.distributed.initialize(%s)', ', '.join(f'{k}={v}' for k, v in kwargs.items()) or 'auto-detect')
   jax.distributed.initialize(**kwargs)
+
+
+def barrier(name: str, timeout_s: int = 1800) -> None:
+  """Waits until every process reaches `name` (once per process lifetime), through the coordination service, which
+  waits minutes; the CPU collectives (gloo) give a late process only 30 s to join the first collective. No-op in one
+  process."""
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed as jax_distributed  # pylint: disable=import-outside-toplevel
+  jax_distributed.global_state.client.wait_at_barrier(name, timeout_in_ms=int(timeout_s * 1000))

@@ -3,6 +3,7 @@
 Everything this file does is decided by the config (configs/*.py); the jitted steps live in steps.py and stay pure,
 while this loop does the I/O around them: input batches, logs, evaluations and checkpoints.
 """
+import itertools
 import json
 from typing import Dict, Optional, Sequence
 
@@ -13,7 +14,7 @@ from absl import logging
 from etils import epath
 from flax import nnx
 
-from inception import checkpoint, config_checks, metrics, models, optim, preemption, sharding, steps
+from inception import checkpoint, config_checks, distributed, metrics, models, optim, preemption, sharding, steps
 from inception import workdir as workdir_lib
 from inception.errors import DivergedError, WorkdirError
 from inception.data import pipeline
@@ -112,6 +113,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, devices: Optional[Seq
                                    start_step=start_step, source=source)
   guard = pipeline.BadImageGuard(config.data.max_bad_fraction, min_examples=min(num_train, 256))
   eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
+  if jax.process_count() > 1 and start_step < total_steps:
+    # Compile before the first collective, then meet: a process still compiling when another runs the first step
+    # would miss the CPU collectives' 30 s window (the coordination service's barrier waits minutes).
+    first = next(batches)
+    batches = itertools.chain([first], batches)
+    train_step = train_step.lower(state, sharding.to_global(
+        {k: v for k, v in first.items() if k != 'index'}, mesh)).compile()
+    distributed.barrier('train_step_compiled')
   throughput = metrics.Throughput(start_step)
   history = metrics.StepHistory()
   for step in range(start_step + 1, total_steps + 1):
