@@ -44,8 +44,9 @@ ImageSize = Union[int, Tuple[int, int]]
 class Inception(nnx.Module):
   """Four parallel branches (1x1; 1x1->3x3; 1x1->5x5; 3x3 pool->1x1), concatenated on channels."""
 
-  def __init__(self, in_channels: int, widths: Sequence[int], conv_block: ConvBlock):
+  def __init__(self, in_channels: int, widths: Sequence[int], conv_block: ConvBlock, custom_gradients: str = 'never'):
     c1, r3, c3, r5, c5, pool_proj = widths
+    self.custom_gradients = custom_gradients
     self.conv_1x1 = conv_block(in_channels, c1, 1)
     self.conv_3x3_reduce = conv_block(in_channels, r3, 1)
     self.conv_3x3 = conv_block(r3, c3, 3, padding=1)
@@ -60,7 +61,7 @@ class Inception(nnx.Module):
         self.conv_1x1(x),
         self.conv_3x3(self.conv_3x3_reduce(x)),
         self.conv_5x5(self.conv_5x5_reduce(x)),
-        self.pool_proj(layers.max_pool(x, 3, 1, padding=1)),
+        self.pool_proj(layers.max_pool(x, 3, 1, padding=1, custom_gradients=self.custom_gradients)),
     )
     return jnp.concatenate(branches, axis=-1)
 
@@ -68,8 +69,8 @@ class Inception(nnx.Module):
 class PoolNorm(nnx.Module):
   """Stride-2 3x3 max pool (Caffe rounding), then LRN if enabled: the 'pool1' stage."""
 
-  def __init__(self, lrn: bool):
-    self.pool = layers.MaxPool(3, 2)
+  def __init__(self, lrn: bool, custom_gradients: str = 'never'):
+    self.pool = layers.MaxPool(3, 2, custom_gradients=custom_gradients)
     self.norm = layers.LocalResponseNorm() if lrn else None
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -157,7 +158,8 @@ class GoogLeNet(nnx.Module):
   def __init__(self, *, num_classes: int, image_size: ImageSize = 224,
                dtype: layers.DTypeLike = 'float32', dropout_rate: float = 0.4,
                aux_dropout_rate: float = 0.7, aux_heads: bool = True, batch_norm: bool = False,
-               bn_momentum: float = 0.9, bn_epsilon: float = 1e-3, rngs: nnx.Rngs):
+               bn_momentum: float = 0.9, bn_epsilon: float = 1e-3, custom_gradients: str = 'cpu',
+               rngs: nnx.Rngs):
     """Creates all parameters eagerly.
 
     Args:
@@ -170,6 +172,8 @@ class GoogLeNet(nnx.Module):
       batch_norm: BatchNorm after every conv (convs without bias) instead of LRN.
       bn_momentum: running-statistics momentum of every BatchNorm.
       bn_epsilon: variance epsilon of every BatchNorm.
+      custom_gradients: where the convolution kernel and max-pool gradients use models/cpu_grads.py instead of
+        XLA's ('cpu': on CPU backends only; 'always'; 'never'); the forward pass and the results are the same.
       rngs: needs a 'params' stream (or a default one) for initialization.
     """
     self.num_classes = num_classes
@@ -179,23 +183,23 @@ class GoogLeNet(nnx.Module):
     self.deterministic = False
     if batch_norm:
       conv_block = functools.partial(layers.ConvBNReLU, momentum=bn_momentum, epsilon=bn_epsilon,
-                                     dtype=self.dtype, rngs=rngs)
+                                     dtype=self.dtype, custom_gradients=custom_gradients, rngs=rngs)
     else:
-      conv_block = functools.partial(layers.ConvReLU, dtype=self.dtype, rngs=rngs)
+      conv_block = functools.partial(layers.ConvReLU, dtype=self.dtype, custom_gradients=custom_gradients, rngs=rngs)
     lrn = not batch_norm
 
     self.conv1 = conv_block(3, 64, 7, stride=2, padding=3)
-    self.pool1 = PoolNorm(lrn)
+    self.pool1 = PoolNorm(lrn, custom_gradients)
     self.conv2 = Conv2(64, conv_block, lrn)
-    self.pool2 = layers.MaxPool(3, 2)
+    self.pool2 = layers.MaxPool(3, 2, custom_gradients=custom_gradients)
     channels = self.conv2.out_channels
     for name in STAGE_NAMES:
       if name.startswith('inception_'):
-        block = Inception(channels, INCEPTION_WIDTHS[name[-2:]], conv_block)
+        block = Inception(channels, INCEPTION_WIDTHS[name[-2:]], conv_block, custom_gradients)
         setattr(self, name, block)
         channels = block.out_channels
-    self.pool3 = layers.MaxPool(3, 2)
-    self.pool4 = layers.MaxPool(3, 2)
+    self.pool3 = layers.MaxPool(3, 2, custom_gradients=custom_gradients)
+    self.pool4 = layers.MaxPool(3, 2, custom_gradients=custom_gradients)
     self.head = ClassifierHead(channels, num_classes, dropout_rate, dtype=self.dtype, rngs=rngs)
     self.stage_names = STAGE_NAMES
 
@@ -246,12 +250,12 @@ class GoogLeNet(nnx.Module):
 @MODELS.register('googlenet')
 def googlenet(*, num_classes: int, image_size: ImageSize = 224,
               dtype: layers.DTypeLike = 'float32', dropout_rate: float = 0.4,
-              aux_dropout_rate: float = 0.7, aux_heads: bool = True,
+              aux_dropout_rate: float = 0.7, aux_heads: bool = True, custom_gradients: str = 'cpu',
               rngs: nnx.Rngs) -> GoogLeNet:
   """The published GoogLeNet: ReLU convs with bias, LRN in the stem."""
   return GoogLeNet(num_classes=num_classes, image_size=image_size, dtype=dtype,
                    dropout_rate=dropout_rate, aux_dropout_rate=aux_dropout_rate,
-                   aux_heads=aux_heads, batch_norm=False, rngs=rngs)
+                   aux_heads=aux_heads, batch_norm=False, custom_gradients=custom_gradients, rngs=rngs)
 
 
 # Five stride-2 stages take 32 px to a 1x1 final map; below that the last stages' windows read only padding.
@@ -262,13 +266,13 @@ googlenet.min_image_size = 32
 def googlenet_bn(*, num_classes: int, image_size: ImageSize = 224,
                  dtype: layers.DTypeLike = 'float32', dropout_rate: float = 0.4,
                  aux_dropout_rate: float = 0.7, aux_heads: bool = True,
-                 bn_momentum: float = 0.9, bn_epsilon: float = 1e-3,
+                 bn_momentum: float = 0.9, bn_epsilon: float = 1e-3, custom_gradients: str = 'cpu',
                  rngs: nnx.Rngs) -> GoogLeNet:
   """GoogLeNet with BatchNorm after every conv (convs without bias) and no LRN."""
   return GoogLeNet(num_classes=num_classes, image_size=image_size, dtype=dtype,
                    dropout_rate=dropout_rate, aux_dropout_rate=aux_dropout_rate,
                    aux_heads=aux_heads, batch_norm=True, bn_momentum=bn_momentum,
-                   bn_epsilon=bn_epsilon, rngs=rngs)
+                   bn_epsilon=bn_epsilon, custom_gradients=custom_gradients, rngs=rngs)
 
 
 googlenet_bn.min_image_size = 32

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from inception.models import cpu_grads
+
 DTypeLike = Union[str, jnp.dtype, type]
 Padding = Union[int, Tuple[int, int]]
 
@@ -56,20 +58,25 @@ def _pool_pads(size: int, window: int, stride: int, padding: int) -> Tuple[int, 
   return padding, max(high, 0)
 
 
-def _reduce_pool(x: jax.Array, init, op, window: int, stride: int, padding: int) -> jax.Array:
-  """Square 2-D reduce_window over NHWC `x`, padded with `init` to Caffe's output size."""
+def _reduce_pool(x: jax.Array, init, op, window: int, stride: int, padding: int, custom_max=None) -> jax.Array:
+  """Square 2-D reduce_window over NHWC `x`, padded with `init` to Caffe's output size (`custom_max`: a function of
+  (x, window, stride, pads) computing the max pool instead, as cpu_grads.max_pool_nhwc)."""
   _, h, w, _ = x.shape
-  pads = ((0, 0), _pool_pads(h, window, stride, padding), _pool_pads(w, window, stride, padding),
-          (0, 0))
-  y = jax.lax.reduce_window(x, init, op, (1, window, window, 1), (1, stride, stride, 1), pads)
+  pads = (_pool_pads(h, window, stride, padding), _pool_pads(w, window, stride, padding))
+  if custom_max is not None:
+    y = custom_max(x, window, stride, pads)
+  else:
+    y = jax.lax.reduce_window(x, init, op, (1, window, window, 1), (1, stride, stride, 1), ((0, 0), *pads, (0, 0)))
   # Only when window < stride can the sweep give one extra (dropped-by-Caffe) position.
   return y[:, :pool_out_size(h, window, stride, padding), :pool_out_size(w, window, stride,
                                                                           padding)]
 
 
-def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Array:
-  """Caffe max pooling on NHWC `x`; padding and the round-up overhang count as -inf."""
-  return _reduce_pool(x, np.array(-np.inf, dtype=x.dtype), jax.lax.max, window, stride, padding)
+def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0, custom_gradients: str = 'never') -> jax.Array:
+  """Caffe max pooling on NHWC `x`; padding and the round-up overhang count as -inf. `custom_gradients` (a
+  cpu_grads policy) picks the select-and-scatter-free gradient of cpu_grads.max_pool_nhwc."""
+  custom = cpu_grads.max_pool_nhwc if cpu_grads.enabled(custom_gradients) else None
+  return _reduce_pool(x, np.array(-np.inf, dtype=x.dtype), jax.lax.max, window, stride, padding, custom)
 
 
 def _avg_pool_counts(size: int, window: int, stride: int, padding: int) -> np.ndarray:
@@ -122,12 +129,12 @@ def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: 
 class MaxPool(nnx.Module):
   """Stateless module wrapper of `max_pool` (Caffe ceil rounding), so a pool can be a stage."""
 
-  def __init__(self, window: int, stride: int, padding: int = 0):
-    self.window, self.stride, self.padding = window, stride, padding
+  def __init__(self, window: int, stride: int, padding: int = 0, custom_gradients: str = 'never'):
+    self.window, self.stride, self.padding, self.custom_gradients = window, stride, padding, custom_gradients
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """[B, H, W, C] -> [B, H', W', C] with Caffe's output size."""
-    return max_pool(x, self.window, self.stride, self.padding)
+    return max_pool(x, self.window, self.stride, self.padding, self.custom_gradients)
 
 
 class LocalResponseNorm(nnx.Module):
@@ -142,14 +149,16 @@ class LocalResponseNorm(nnx.Module):
 
 
 def _conv(in_channels: int, out_channels: int, kernel: int, stride: int, padding: Padding,
-          use_bias: bool, bias_init: float, dtype: DTypeLike, rngs: nnx.Rngs) -> nnx.Conv:
-  """An nnx.Conv with explicit symmetric padding, xavier kernel and float32 parameters."""
+          use_bias: bool, bias_init: float, dtype: DTypeLike, custom_gradients: str, rngs: nnx.Rngs) -> nnx.Conv:
+  """An nnx.Conv with explicit symmetric padding, xavier kernel and float32 parameters; `custom_gradients` (a cpu_grads
+  policy) picks the matrix-product kernel gradient of cpu_grads.conv_nhwc."""
   ph, pw = _pair(padding)
   return nnx.Conv(
       in_channels, out_channels, kernel_size=(kernel, kernel), strides=(stride, stride),
       padding=((ph, ph), (pw, pw)), use_bias=use_bias, dtype=canonical_dtype(dtype),
       param_dtype=jnp.float32, kernel_init=xavier_init(),
-      bias_init=jax.nn.initializers.constant(bias_init), rngs=rngs)
+      bias_init=jax.nn.initializers.constant(bias_init),
+      conv_general_dilated=cpu_grads.make_conv_general_dilated(custom_gradients), rngs=rngs)
 
 
 class ConvReLU(nnx.Module):
@@ -157,9 +166,9 @@ class ConvReLU(nnx.Module):
 
   def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1,
                padding: Padding = 0, *, bias_init: float = 0.2, dtype: DTypeLike = 'float32',
-               rngs: nnx.Rngs):
+               custom_gradients: str = 'never', rngs: nnx.Rngs):
     self.conv = _conv(in_channels, out_channels, kernel, stride, padding, True, bias_init, dtype,
-                      rngs)
+                      custom_gradients, rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """[B, H, W, C_in] -> [B, H', W', C_out] in the compute dtype."""
@@ -171,8 +180,8 @@ class ConvBNReLU(nnx.Module):
 
   def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1,
                padding: Padding = 0, *, momentum: float = 0.9, epsilon: float = 1e-3,
-               dtype: DTypeLike = 'float32', rngs: nnx.Rngs):
-    self.conv = _conv(in_channels, out_channels, kernel, stride, padding, False, 0.0, dtype, rngs)
+               dtype: DTypeLike = 'float32', custom_gradients: str = 'never', rngs: nnx.Rngs):
+    self.conv = _conv(in_channels, out_channels, kernel, stride, padding, False, 0.0, dtype, custom_gradients, rngs)
     # use_fast_variance=False: the two-pass var = E[(x - mean)^2], not E[x^2] - mean^2, which cancels badly when
     # mean >> std (as after a bias-free conv), e.g. in bfloat16.
     self.bn = nnx.BatchNorm(out_channels, momentum=momentum, epsilon=epsilon, use_fast_variance=False,

@@ -1,0 +1,135 @@
+"""Convolution and max-pool gradients written as the operations XLA:CPU runs fast (docs/performance.md).
+
+XLA:CPU computes a convolution's kernel gradient 3-30x slower than the same arithmetic as one matrix product, and its
+max-pool gradient (select-and-scatter) is the next largest cost of the backward pass. The functions here have XLA's
+forward and a custom VJP: the kernel gradient as a product of the stacked input windows with the output gradient
+(im2col), the max-pool gradient by comparing each window position with the pooled maximum and routing the gradient to
+the first that matches (Caffe's and PyTorch's rule for ties). The input gradient stays XLA's. Results equal XLA's to
+float rounding (tests/models/test_cpu_grads.py). Accelerators keep XLA's own gradients unless asked otherwise.
+"""
+import functools
+from typing import Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+POLICIES = ('cpu', 'always', 'never')  # model.custom_gradients: on CPU backends only, on every backend, never
+_NHWC = ('NHWC', 'HWIO', 'NHWC')
+Pads = Tuple[Tuple[int, int], Tuple[int, int]]
+
+
+def enabled(policy: str) -> bool:
+  """Whether `policy` (one of POLICIES) asks for the custom gradients on the backend being traced for."""
+  if policy not in POLICIES:
+    raise ValueError(f'custom_gradients={policy!r}: use one of {", ".join(POLICIES)}.')
+  return policy == 'always' or (policy == 'cpu' and jax.default_backend() == 'cpu')
+
+
+def _windows(x: jax.Array, kernel_hw: Tuple[int, int], strides: Tuple[int, int], pads: Pads,
+             out_hw: Tuple[int, int]) -> jax.Array:
+  """The kh*kw shifted, strided windows of padded NHWC `x`, stacked on channels in HWIO order: [N, Ho, Wo, kh*kw*C]."""
+  (kh, kw), (sh, sw), (ho, wo) = kernel_hw, strides, out_hw
+  n, _, _, c = x.shape
+  xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0))) if any(p for pair in pads for p in pair) else x
+  cols = [lax.slice(xp, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c), (1, sh, sw, 1))
+          for i in range(kh) for j in range(kw)]
+  return cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+
+
+def conv_kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int], strides: Tuple[int, int],
+                     pads: Pads) -> jax.Array:
+  """d(loss)/d(kernel) of an NHWC/HWIO convolution as one matrix product: x [N, H, W, C], g [N, Ho, Wo, O] ->
+  [kh, kw, C, O], accumulated in at least float32 and returned in x's dtype."""
+  kh, kw, c, o = kernel_shape
+  cols = _windows(x, (kh, kw), strides, pads, g.shape[1:3])  # [N, Ho, Wo, kh*kw*C]
+  acc = jnp.promote_types(x.dtype, jnp.float32)
+  grad = jnp.einsum('nhwk,nhwo->ko', cols, g, preferred_element_type=acc)
+  return grad.reshape(kh, kw, c, o).astype(x.dtype)
+
+
+def _xla_conv(x, kernel, strides, pads):
+  return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_NHWC)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_nhwc(x: jax.Array, kernel: jax.Array, strides: Tuple[int, int], pads: Pads) -> jax.Array:
+  """XLA's NHWC/HWIO convolution, with the kernel gradient computed by `conv_kernel_grad`."""
+  return _xla_conv(x, kernel, strides, pads)
+
+
+def _conv_fwd(x, kernel, strides, pads):
+  return _xla_conv(x, kernel, strides, pads), (x, kernel)
+
+
+def _conv_bwd(strides, pads, residuals, g):
+  x, kernel = residuals
+  _, input_vjp = jax.vjp(lambda inputs: _xla_conv(inputs, kernel, strides, pads), x)  # XLA's input gradient
+  return input_vjp(g)[0], conv_kernel_grad(x, g, kernel.shape, strides, pads)
+
+
+conv_nhwc.defvjp(_conv_fwd, _conv_bwd)
+
+
+@functools.lru_cache(maxsize=None)  # one function per policy, so models built alike have equal graph definitions
+def make_conv_general_dilated(policy: str):
+  """A drop-in for `lax.conv_general_dilated` (nnx.Conv's `conv_general_dilated`) that uses `conv_nhwc` when `policy`
+  is enabled and the call is a plain NHWC/HWIO convolution (explicit padding, no dilation or groups); otherwise XLA's."""
+
+  def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                           dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+    plain = (enabled(policy) and lhs.ndim == 4 and not isinstance(padding, str) and feature_group_count == 1
+             and all(d in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
+             and dimension_numbers == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+             and precision is None and kwargs.get('out_sharding') is None and 'preferred_element_type' not in kwargs)
+    if not plain:
+      return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                      dimension_numbers, feature_group_count, precision=precision, **kwargs)
+    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+    return conv_nhwc(lhs, rhs, tuple(int(s) for s in window_strides), pads)
+
+  return conv_general_dilated
+
+
+def _xla_max_pool(x, window, stride, pads):
+  init = np.array(-np.inf, dtype=x.dtype)
+  return lax.reduce_window(x, init, lax.max, (1, window, window, 1), (1, stride, stride, 1),
+                           ((0, 0), pads[0], pads[1], (0, 0)))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def max_pool_nhwc(x: jax.Array, window: int, stride: int, pads: Pads) -> jax.Array:
+  """Square max pooling of NHWC `x` padded with -inf by `pads`; the gradient goes to the first maximum of each window
+  (row-major), computed with compares and padded adds instead of XLA's select-and-scatter."""
+  return _xla_max_pool(x, window, stride, pads)
+
+
+def _pool_fwd(x, window, stride, pads):
+  y = _xla_max_pool(x, window, stride, pads)
+  return y, (x, y)
+
+
+def _pool_bwd(window, stride, pads, residuals, g):
+  x, y = residuals
+  n, h, w, c = x.shape
+  ho, wo = y.shape[1:3]
+  xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=-jnp.inf)
+  hp, wp = xp.shape[1:3]
+  zero = jnp.zeros((), g.dtype)
+  taken = jnp.zeros(y.shape, bool)
+  grad = jnp.zeros(xp.shape, g.dtype)
+  for i in range(window):
+    for j in range(window):
+      view = lax.slice(xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
+                       (1, stride, stride, 1))  # [N, Ho, Wo, C]: the window position (i, j) of every output
+      first = (view == y) & ~taken
+      taken = taken | first
+      # Back to the padded input's grid: output (a, b) sits at (i + stride * a, j + stride * b).
+      grad = grad + lax.pad(jnp.where(first, g, zero), zero, (
+          (0, 0, 0), (i, hp - i - stride * (ho - 1) - 1, stride - 1), (j, wp - j - stride * (wo - 1) - 1, stride - 1),
+          (0, 0, 0)))
+  return (grad[:, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w],)
+
+
+max_pool_nhwc.defvjp(_pool_fwd, _pool_bwd)

@@ -1,0 +1,96 @@
+"""The custom CPU gradients (models/cpu_grads.py) equal XLA's: convolution kernel and input gradients for every
+kernel, stride and padding GoogLeNet uses, max-pool gradients on inputs without ties, and a whole model's gradients."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from inception import models
+from inception.models import cpu_grads, layers
+
+
+def _conv_grads(fn, x, kernel, strides, pads):
+  def loss(x, kernel):
+    y = fn(x, kernel, strides, pads)
+    return jnp.sum(y * jnp.cos(jnp.arange(y.size, dtype=y.dtype).reshape(y.shape)))  # a gradient that varies
+  return jax.jit(jax.grad(loss, argnums=(0, 1)))(x, kernel)
+
+
+def _xla_conv(x, kernel, strides, pads):
+  return jax.lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+@pytest.mark.parametrize('size,kernel,stride,pad,c_in,c_out', [
+    (9, 1, 1, 0, 5, 7),     # the 1x1 convolutions
+    (9, 3, 1, 1, 4, 6),     # 3x3 branches
+    (9, 5, 1, 2, 3, 4),     # 5x5 branches
+    (15, 7, 2, 3, 3, 8),    # the stem's 7x7/2
+    (10, 3, 2, 0, 3, 5),    # a strided unpadded 3x3 (reductions of the later family)
+    (8, 3, 1, (1, 2), 2, 3),  # asymmetric padding
+])
+def test_conv_gradients_equal_xla(size, kernel, stride, pad, c_in, c_out):
+  rng = np.random.RandomState(0)
+  x = jnp.asarray(rng.normal(size=(2, size, size + 1, c_in)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(kernel, kernel, c_in, c_out)), jnp.float32)
+  pads = ((pad, pad), (pad, pad)) if isinstance(pad, int) else (pad, pad[::-1])
+  ours = _conv_grads(cpu_grads.conv_nhwc, x, k, (stride, stride), pads)
+  xla = _conv_grads(_xla_conv, x, k, (stride, stride), pads)
+  np.testing.assert_allclose(cpu_grads.conv_nhwc(x, k, (stride, stride), pads), _xla_conv(x, k, (stride, stride), pads))
+  for a, b in zip(ours, xla):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+
+
+@pytest.mark.parametrize('size,window,stride,padding', [(9, 3, 1, 1), (16, 3, 2, 0), (13, 3, 2, 0), (7, 2, 2, 0)])
+def test_max_pool_gradient_equals_xla_without_ties(size, window, stride, padding):
+  x = jnp.asarray(np.random.RandomState(1).permutation(2 * size * size * 3).reshape(2, size, size, 3), jnp.float32)
+  weights = jnp.cos(jnp.arange(10_000, dtype=jnp.float32))
+
+  def loss(x, policy):
+    y = layers.max_pool(x, window, stride, padding, custom_gradients=policy)
+    return jnp.sum(y * weights[:y.size].reshape(y.shape))
+
+  ours = jax.grad(loss)(x, 'always')
+  xla = jax.grad(loss)(x, 'never')
+  np.testing.assert_array_equal(layers.max_pool(x, window, stride, padding, 'always'),
+                                layers.max_pool(x, window, stride, padding, 'never'))
+  np.testing.assert_allclose(ours, xla, rtol=1e-5, atol=1e-7)  # sums of several windows: another order
+  assert float(jnp.abs(ours).sum()) > 0
+
+
+def test_max_pool_gradient_of_a_tie_goes_to_the_first_maximum_once():
+  x = jnp.zeros((1, 3, 3, 1))
+  grad = jax.grad(lambda x: layers.max_pool(x, 3, 1, 0, 'always').sum())(x)
+  assert grad[0, 0, 0, 0] == 1 and float(grad.sum()) == 1
+
+
+def test_policy_follows_the_backend():
+  assert cpu_grads.enabled('cpu') == (jax.default_backend() == 'cpu')
+  assert cpu_grads.enabled('always') and not cpu_grads.enabled('never')
+  with pytest.raises(ValueError, match='custom_gradients'):
+    cpu_grads.enabled('sometimes')
+
+
+def test_model_gradients_equal_with_and_without_custom_gradients():
+  """The published network (every conv and pool kind, LRN, aux heads) from the same init seed gives the same loss and
+  gradients either way: only the backward changes."""
+  name = 'googlenet'
+  images = jnp.asarray(np.random.RandomState(2).normal(size=(2, 64, 64, 3)), jnp.float32)
+  grads = {}
+  for policy in ('always', 'never'):
+    model = models.build({'name': name, 'custom_gradients': policy}, num_classes=5, image_size=64,
+                         rngs=nnx.Rngs(params=0))
+    model.train()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(params):
+      logits, aux = nnx.merge(graphdef, params, rest, copy=True)(images, rngs=nnx.Rngs(dropout=0))
+      return jnp.sum(logits ** 2) + sum(jnp.sum(a ** 2) for a in aux)
+
+    grads[policy] = jax.jit(jax.value_and_grad(loss))(params)
+  (loss_a, grad_a), (loss_b, grad_b) = grads['always'], grads['never']
+  np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
+  flat_a, flat_b = jax.tree.leaves(grad_a), jax.tree.leaves(grad_b)
+  assert len(flat_a) == len(flat_b) > 50
+  for a, b in zip(flat_a, flat_b):
+    np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4 * max(float(jnp.abs(b).max()), 1e-6))
