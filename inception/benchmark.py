@@ -1,0 +1,210 @@
+"""Throughput of the real train step, eval step or training input pipeline, for any config:
+
+  python -m inception.benchmark --config=configs/googlenet.py:mini --mode=train [--batch=32] [--image-size=112] \
+      [--steps=10] [--dtype=float32|bfloat16] [--json=FILE]
+  python -m inception.benchmark --config=configs/googlenet.py:mini --mode=input [--data=FOLDER]
+
+train / eval: the loop's own jitted steps (loss, aux heads, optimizer, EMA; or the eval step) on synthetic data already
+on the devices, timed over --steps steps after compilation (reported apart), with the FLOP/s the compiled program's
+cost analysis implies and, where the device's peak is known, its share. input: the training input pipeline (decode,
+crop, distort, batch, transfer to the devices) over the config's data or --data, no model. The last line is
+`images/s: X`; --json writes every figure. Any --config.* override applies.
+"""
+import json
+import os
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from inception import config_checks
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/googlenet.py:mini.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'input'], 'What to time.')
+_BATCH = flags.DEFINE_integer('batch', None, 'Global batch (default: the config\'s batch_size / eval_batch_size).')
+_IMAGE_SIZE = flags.DEFINE_integer('image-size', None, 'Input side in pixels (default: config.pp.image_size).')
+_STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps (batches for --mode=input) after the warm-up ones.')
+_WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation (batches for --mode=input).')
+_DTYPE = flags.DEFINE_enum('dtype', None, ['float32', 'bfloat16'], 'Compute dtype (default: config.model.dtype).')
+_DATA = flags.DEFINE_string('data', None, '--mode=input: an image folder to read instead of the config\'s data.')
+_NUM_CLASSES = flags.DEFINE_integer('num-classes', 1000, 'train / eval: classifier outputs (no data is read).')
+_JSON = flags.DEFINE_string('json', None, 'Also write the figures to this JSON file.')
+
+# Dense peak FLOP/s per device by jax device_kind, for the share of peak (float32 / bfloat16; vendors' datasheets).
+PEAK_FLOPS = {
+    'NVIDIA H100 80GB HBM3': {'float32': 67e12, 'bfloat16': 989e12},
+    'NVIDIA H200': {'float32': 67e12, 'bfloat16': 989e12},
+    'NVIDIA A100-SXM4-80GB': {'float32': 19.5e12, 'bfloat16': 312e12},
+    'NVIDIA A100-SXM4-40GB': {'float32': 19.5e12, 'bfloat16': 312e12},
+    'TPU v4': {'bfloat16': 275e12},
+    'TPU v5 lite': {'bfloat16': 197e12},
+    'TPU v5': {'bfloat16': 459e12},
+}
+
+
+def _apply_flags(config):
+  """The config with --batch, --image-size, --dtype and --data applied (they are shorthands for config keys)."""
+  with config.unlocked():
+    if _BATCH.value:
+      config.batch_size = config.eval_batch_size = _BATCH.value
+    if _IMAGE_SIZE.value:
+      config.pp.image_size = _IMAGE_SIZE.value
+    if _DTYPE.value:
+      config.model.dtype = _DTYPE.value
+    if _DATA.value:
+      config.data.source, config.data.root = 'folder', _DATA.value
+  return config
+
+
+def _flops(compiled) -> float:
+  """FLOPs of one call of a compiled program, by XLA's cost analysis (0 when the backend gives none)."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else {}
+  return float((analysis or {}).get('flops', 0.0))
+
+
+def _time_steps(run, n: int) -> float:
+  """Seconds per call of `run()` (which returns something to block on) over `n` calls."""
+  import jax  # pylint: disable=import-outside-toplevel
+  t0 = time.perf_counter()
+  out = None
+  for _ in range(n):
+    out = run()
+  jax.block_until_ready(out)
+  return (time.perf_counter() - t0) / max(n, 1)
+
+
+def benchmark_step(config, mode: str, num_classes: int, steps: int, warmup: int) -> dict:
+  """Figures of the jitted train or eval step on synthetic device-resident data (see the module docstring)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from inception import models, optim, sharding, steps as steps_lib  # pylint: disable=import-outside-toplevel
+
+  size = config.pp.image_size
+  batch_size = config.batch_size if mode == 'train' else config.eval_batch_size
+  models.check_model_config(config.model, size)
+  t0 = time.perf_counter()
+  model = models.build(config.model, num_classes=num_classes, image_size=size, rngs=nnx.Rngs(params=config.seed))
+  schedule = optim.make_schedule(config, steps_per_epoch=100, total_steps=100 * max(1, int(config.num_epochs)))
+  tx = optim.make_optimizer(config, schedule)
+  model.train()
+  train_graphdef, state = steps_lib.create_train_state(model, tx, config.seed)
+  model.eval()
+  eval_graphdef, _, _ = nnx.split(model, nnx.Param, ...)
+  build_s = time.perf_counter() - t0
+
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(batch_size, mesh)
+  repl, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
+  state = jax.device_put(state, repl)
+  rng = np.random.RandomState(0)
+  local = batch_size // jax.process_count()
+  batch = sharding.to_global({
+      'image': rng.uniform(-1, 1, (local, size, size, 3)).astype(np.float32),
+      'label': rng.randint(0, num_classes, (local,)).astype(np.int32),
+      'mask': np.ones((local,), np.float32)}, mesh)
+
+  t0 = time.perf_counter()
+  if mode == 'train':
+    step = jax.jit(steps_lib.make_train_step(train_graphdef, tx, schedule, config), in_shardings=(repl, data),
+                   out_shardings=(repl, repl), donate_argnums=0).lower(state, batch).compile()
+    holder = {'state': state}
+
+    def run():
+      holder['state'], metrics = step(holder['state'], batch)
+      return metrics
+  else:
+    step = jax.jit(steps_lib.make_eval_step(eval_graphdef), in_shardings=(repl, repl, data),
+                   out_shardings=repl).lower(state.params, state.model_state, batch).compile()
+    run = lambda: step(state.params, state.model_state, batch)
+  compile_s = time.perf_counter() - t0
+  _time_steps(run, warmup)
+  seconds = _time_steps(run, steps)
+
+  flops = _flops(step) * mesh.devices.size  # XLA counts one device's share of the SPMD program
+  device = jax.devices()[0]
+  peak = PEAK_FLOPS.get(device.device_kind, {}).get(str(config.model.dtype))
+  achieved = flops / seconds
+  return {
+      'mode': mode, 'model': config.model.name, 'dtype': str(config.model.dtype), 'image_size': size,
+      'batch': batch_size, 'devices': mesh.devices.size, 'platform': device.platform,
+      'device_kind': device.device_kind, 'build_s': build_s, 'compile_s': compile_s, 'ms_per_step': seconds * 1e3,
+      'images_per_s': batch_size / seconds, 'gflop_per_step': flops / 1e9, 'tflop_per_s': achieved / 1e12,
+      'peak_share': achieved / (peak * mesh.devices.size) if peak else None,
+  }
+
+
+def benchmark_input(config, steps: int, warmup: int) -> dict:
+  """Figures of the training input pipeline, transfer to the devices included (see the module docstring)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from inception import sharding  # pylint: disable=import-outside-toplevel
+  from inception.data import pipeline  # pylint: disable=import-outside-toplevel
+
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(config.batch_size, mesh)
+  source = pipeline.build_source(config)
+  batches = pipeline.train_batches(config, process_index=jax.process_index(), process_count=jax.process_count(),
+                                   source=source)
+  fetch = lambda: sharding.to_global({k: v for k, v in next(batches).items() if k != 'index'}, mesh)
+  t0 = time.perf_counter()
+  for _ in range(max(warmup, 1)):
+    first = fetch()
+  first_s = time.perf_counter() - t0
+  seconds = _time_steps(fetch, steps)
+  local = config.batch_size // jax.process_count()
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  images_per_s = local / seconds
+  per_image = sum(np.dtype(x.dtype).itemsize * int(np.prod(x.shape[1:])) for x in first.values())
+  return {
+      'mode': 'input', 'source': config.data.source, 'root': config.data.root, 'image_size': config.pp.image_size,
+      'batch': local, 'host_cores': cores, 'warmup_s': first_s, 'ms_per_batch': seconds * 1e3,
+      'images_per_s': images_per_s, 'images_per_s_per_core': images_per_s / cores, 'bytes_per_image': per_image,
+  }
+
+
+def report(figures: dict) -> str:
+  """The printed lines; the last one is `images/s: X`."""
+  if figures['mode'] == 'input':
+    lines = [f'input pipeline, {figures["source"]} {figures["root"]}, {figures["image_size"]} px, batch '
+             f'{figures["batch"]} per process: first batch {figures["warmup_s"]:.1f} s, {figures["ms_per_batch"]:.0f}'
+             f' ms/batch, {figures["images_per_s_per_core"]:.1f} images/s per host core ({figures["host_cores"]} '
+             f'cores), {figures["bytes_per_image"]} bytes/image to the devices']
+  else:
+    share = f' ({100 * figures["peak_share"]:.1f}% of peak)' if figures['peak_share'] else ''
+    lines = [f'{figures["mode"]} step, {figures["model"]} {figures["dtype"]} {figures["image_size"]} px batch '
+             f'{figures["batch"]} on {figures["devices"]} {figures["platform"]} device(s) ({figures["device_kind"]}): '
+             f'build {figures["build_s"]:.1f} s, compile {figures["compile_s"]:.1f} s',
+             f'{figures["ms_per_step"]:.0f} ms/step, {figures["gflop_per_step"]:.1f} GFLOP/step, '
+             f'{figures["tflop_per_s"]:.3f} TFLOP/s{share}']
+  return '\n'.join(lines + [f'images/s: {figures["images_per_s"]:.2f}'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  config = _apply_flags(_CONFIG.value)
+  if _MODE.value == 'input':
+    figures = benchmark_input(config, _STEPS.value, _WARMUP.value)
+  else:
+    figures = benchmark_step(config, _MODE.value, _NUM_CLASSES.value, _STEPS.value, _WARMUP.value)
+  if _JSON.value:
+    with open(_JSON.value, 'w') as f:
+      json.dump(figures, f, indent=2)
+  print(report(figures), flush=True)
+
+
+def run():
+  """Checks `--config.*` overrides first (a typo is one clear line), then runs."""
+  import sys  # pylint: disable=import-outside-toplevel
+  try:
+    config_checks.check_overrides(sys.argv[1:])
+  except config_checks.ConfigError as e:
+    sys.exit(f'ConfigError: {e}')
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()
