@@ -5,6 +5,7 @@ int [2] tensor and all randomness comes from stateless ops seeded from it, so an
 augmentation depends only on its seed (not on thread scheduling or how far a stream was resumed).
 `pp` is the stage's flat config: `image_size`, `value_range` plus the stage's own options.
 """
+import math
 from typing import Callable, Sequence
 
 import ml_collections
@@ -44,16 +45,38 @@ def decode_and_crop(image_bytes: tf.Tensor, window_fn: Callable[[tf.Tensor], tf.
   return image
 
 
-def sample_crop_window(shape: tf.Tensor, seed: tf.Tensor, *, area_range: Sequence[float],
-                       aspect_range: Sequence[float],
-                       max_attempts: int) -> tf.Tensor:
-  """Samples the Inception crop: int32 [4] = [y, x, h, w] inside an image of `shape` = (H, W).
+CROP_SAMPLERS = ('uniform_area', 'tf')
 
-  The crop covers `area_range` of the image area with w/h in `aspect_range`. When the sampler gives
-  up it returns the whole image; if that image's aspect is out of range the crop shrinks to a centred
-  one with the aspect clamped into range, so the aspect bounds always hold (up to 1-px rounding).
-  """
-  shape = tf.cast(shape[:2], tf.int32)
+
+def _uniform_area_window(shape: tf.Tensor, seed: tf.Tensor, area_range: Sequence[float],
+                         aspect_range: Sequence[float], max_attempts: int):
+  """The paper's crop: area uniform in `area_range` of the image, aspect w/h log-uniform in `aspect_range`, position
+  uniform. Each of `max_attempts` draws takes an area, then an aspect log-uniform over the part of `aspect_range` at
+  which that area fits inside the image; an area that fits at no allowed aspect (above ~89% of a 3:2 image) is
+  rejected and the next draw taken. So the area is exactly uniform up to the largest that fits, and the aspect never
+  leaves its range. Returns (int32 [y, x, h, w], found: bool)."""
+  h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+  draws = tf.random.stateless_uniform([int(max_attempts), 4], seed)  # [n, 4] in [0, 1)
+  lo, hi = float(area_range[0]), float(area_range[1])
+  fraction = lo + (hi - lo) * draws[:, 0]  # [n]
+  # A crop of area a*H*W and aspect r fits iff a*W/H <= r <= W/(a*H).
+  log_lo = tf.maximum(math.log(float(aspect_range[0])), tf.math.log(fraction * w / h))
+  log_hi = tf.minimum(math.log(float(aspect_range[1])), tf.math.log(w / (fraction * h)))
+  fits = log_lo <= log_hi
+  aspect = tf.exp(log_lo + (log_hi - log_lo) * draws[:, 1])
+  area = fraction * h * w
+  first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
+  crop_w = tf.clip_by_value(tf.round(tf.sqrt(area[first] * aspect[first])), 1.0, w)
+  crop_h = tf.clip_by_value(tf.round(tf.sqrt(area[first] / aspect[first])), 1.0, h)
+  y = tf.floor(draws[first, 2] * (h - crop_h + 1))
+  x = tf.floor(draws[first, 3] * (w - crop_w + 1))
+  return tf.cast(tf.stack([y, x, crop_h, crop_w]), tf.int32), tf.reduce_any(fits)
+
+
+def _tf_window(shape: tf.Tensor, seed: tf.Tensor, area_range: Sequence[float], aspect_range: Sequence[float],
+               max_attempts: int):
+  """TF's sample_distorted_bounding_box (TF-slim's Inception crop; it draws the crop height, not the area, uniformly).
+  Returns (int32 [y, x, h, w], found: bool)."""
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
       tf.concat([shape, [3]], 0),
       bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),  # [1, 1, 4]: the whole image
@@ -63,7 +86,25 @@ def sample_crop_window(shape: tf.Tensor, seed: tf.Tensor, *, area_range: Sequenc
       area_range=[float(a) for a in area_range],
       max_attempts=int(max_attempts),
       use_image_if_no_bounding_boxes=True)
-  sampled = tf.stack([begin[0], begin[1], size[0], size[1]])
+  found = tf.logical_not(tf.logical_and(tf.equal(size[0], shape[0]), tf.equal(size[1], shape[1])))
+  return tf.stack([begin[0], begin[1], size[0], size[1]]), found
+
+
+def sample_crop_window(shape: tf.Tensor, seed: tf.Tensor, *, area_range: Sequence[float],
+                       aspect_range: Sequence[float],
+                       max_attempts: int, sampler: str = 'uniform_area') -> tf.Tensor:
+  """Samples the Inception crop: int32 [4] = [y, x, h, w] inside an image of `shape` = (H, W).
+
+  The crop covers `area_range` of the image area with w/h in `aspect_range`, drawn by `sampler`: 'uniform_area' (the
+  paper's wording: area uniform, aspect log-uniform) or 'tf' (TF's sample_distorted_bounding_box, as TF-slim). When
+  the sampler gives up it returns the whole image; if that image's aspect is out of range the crop shrinks to a
+  centred one with the aspect clamped into range, so the aspect bounds always hold (up to 1-px rounding).
+  """
+  if sampler not in CROP_SAMPLERS:
+    raise ValueError(f'crop_sampler={sampler!r}: use one of {", ".join(CROP_SAMPLERS)}.')
+  shape = tf.cast(shape[:2], tf.int32)
+  window = _uniform_area_window if sampler == 'uniform_area' else _tf_window
+  sampled, found = window(shape, seed, area_range, aspect_range, max_attempts)
 
   height, width = shape[0], shape[1]
   h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
@@ -74,8 +115,7 @@ def sample_crop_window(shape: tf.Tensor, seed: tf.Tensor, *, area_range: Sequenc
   crop_h = tf.clip_by_value(tf.cast(crop_h, tf.int32), 1, height)
   clamped = tf.stack([(height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w])
 
-  is_whole = tf.logical_and(tf.equal(size[0], height), tf.equal(size[1], width))
-  return tf.where(is_whole, clamped, sampled)
+  return tf.where(found, sampled, clamped)
 
 
 def to_value_range(image: tf.Tensor, value_range: Sequence[float]) -> tf.Tensor:
@@ -139,7 +179,7 @@ def inception_crop(image_bytes: tf.Tensor, seed: tf.Tensor,
                    pp: ml_collections.ConfigDict) -> tf.Tensor:
   """The GoogLeNet training transform: random-area/aspect crop, resize, flip, colour distortions.
 
-  Reads pp.image_size, pp.value_range, pp.area_range, pp.aspect_range, pp.interpolations, pp.flip,
+  Reads pp.image_size, pp.value_range, pp.area_range, pp.aspect_range, pp.crop_sampler, pp.interpolations, pp.flip,
   pp.brightness, pp.contrast, pp.saturation, pp.hue, pp.max_attempts.
   """
   seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=4)  # [4, 2]
@@ -147,7 +187,7 @@ def inception_crop(image_bytes: tf.Tensor, seed: tf.Tensor,
   def window_fn(shape):
     return sample_crop_window(
         shape, seeds[0], area_range=pp.area_range, aspect_range=pp.aspect_range,
-        max_attempts=pp.max_attempts)
+        max_attempts=pp.max_attempts, sampler=pp.get('crop_sampler', 'uniform_area'))
 
   image = decode_and_crop(image_bytes, window_fn)  # uint8 [h, w, 3]
   size = int(pp.image_size)

@@ -68,12 +68,40 @@ def pil_bytes(fmt: str) -> bytes:
 
 
 @tf.function
-def sample_windows(shape, seeds, area_range, aspect_range):
+def sample_windows(shape, seeds, area_range, aspect_range, sampler='uniform_area'):
   """Crop windows [N, 4] = (y, x, h, w) for seeds [N, 2]."""
   return tf.map_fn(
       lambda s: preprocess.sample_crop_window(shape, s, area_range=area_range,
-                                              aspect_range=aspect_range, max_attempts=10),
+                                              aspect_range=aspect_range, max_attempts=10, sampler=sampler),
       seeds, fn_output_signature=tf.int32)
+
+
+def crop_areas(shape, sampler, n=4000):
+  """Area fractions of `n` crop windows of an image of `shape` (H, W), seeds (0, i)."""
+  seeds = tf.stack([tf.zeros(n, tf.int64), tf.range(n, dtype=tf.int64)], axis=1)
+  _, _, h, w = sample_windows(tf.constant(shape), seeds, AREA, ASPECT, sampler).numpy().T
+  return h * w / (shape[0] * shape[1]), w / h
+
+
+@pytest.mark.parametrize('shape,largest', [((256, 256), 1.0), ((200, 300), 0.889)])
+def test_crop_area_is_uniform_as_the_paper_says(shape, largest):
+  """The paper: patches whose size is distributed evenly between 8% and 100% of the image area. On a square image the
+  quartiles are uniform's; on 3:2 the area is uniform up to the largest that fits at aspect <= 4/3 (1.333 / 1.5)."""
+  area, aspect = crop_areas(shape, 'uniform_area')
+  expected = AREA[0] + (largest - AREA[0]) * np.array([0.25, 0.5, 0.75])
+  np.testing.assert_allclose(np.percentile(area, [25, 50, 75]), expected, atol=0.025)
+  assert area.max() <= largest + 0.01 and area.min() >= AREA[0] - 0.01
+  assert aspect.min() >= ASPECT[0] - 0.01 and aspect.max() <= ASPECT[1] + 0.01
+  log_aspect = np.log(aspect[area < 0.5])  # where every aspect fits: log-uniform, so symmetric about 0
+  assert abs(np.median(log_aspect)) < 0.02 and np.percentile(log_aspect, 90) > 0.2
+
+
+def test_the_tf_slim_crop_sampler_is_selectable_and_favours_small_crops():
+  area, _ = crop_areas((256, 256), 'tf', n=1000)
+  assert np.median(area) < 0.45  # TF's sampler draws the height uniformly: median ~0.38 here (uniform: 0.54)
+  with pytest.raises(ValueError, match='crop_sampler'):
+    preprocess.sample_crop_window(tf.constant([10, 10]), seed(0), area_range=AREA, aspect_range=ASPECT,
+                                  max_attempts=1, sampler='torch')
 
 
 @pytest.mark.parametrize('image', ['caltech', 'wide'])
