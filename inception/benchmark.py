@@ -12,6 +12,7 @@ crop, distort, batch, transfer to the devices) over the config's data or --data,
 """
 import json
 import os
+import sys
 import time
 
 from absl import app, flags
@@ -185,11 +186,16 @@ def report(figures: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  from inception import errors  # pylint: disable=import-outside-toplevel
   config = _apply_flags(_CONFIG.value)
-  if _MODE.value == 'input':
-    figures = benchmark_input(config, _STEPS.value, _WARMUP.value)
-  else:
-    figures = benchmark_step(config, _MODE.value, _NUM_CLASSES.value, _STEPS.value, _WARMUP.value)
+  try:
+    config_checks.check_config(config)
+    if _MODE.value == 'input':
+      figures = benchmark_input(config, _STEPS.value, _WARMUP.value)
+    else:
+      figures = benchmark_step(config, _MODE.value, _NUM_CLASSES.value, _STEPS.value, _WARMUP.value)
+  except errors.UserError as e:  # a bad config or data: one line, as inception.main
+    sys.exit(f'{type(e).__name__}: {e}')
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
       json.dump(figures, f, indent=2)
@@ -197,13 +203,8 @@ def main(argv):
 
 
 def run():
-  """Checks `--config.*` overrides first (a typo is one clear line), then runs."""
-  import sys  # pylint: disable=import-outside-toplevel
-  try:
-    config_checks.check_overrides(sys.argv[1:])
-  except config_checks.ConfigError as e:
-    sys.exit(f'ConfigError: {e}')
-  app.run(main)
+  """The command: `--config.*` overrides checked first, then main (config_checks.run_app)."""
+  config_checks.run_app(main)
 
 
 if __name__ == '__main__':

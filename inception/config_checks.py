@@ -89,6 +89,18 @@ def check_overrides(argv: Sequence[str]) -> None:
       _check_value(key, node, value)
 
 
+def run_app(main) -> None:
+  """absl's app.run(main) for a command taking --config: the `--config.*` overrides are checked first, so a typo is
+  one line (`ConfigError: ...`, exit 1) instead of absl's traceback."""
+  import sys  # pylint: disable=import-outside-toplevel
+  from absl import app  # pylint: disable=import-outside-toplevel
+  try:
+    check_overrides(sys.argv[1:])
+  except ConfigError as e:
+    sys.exit(f'ConfigError: {e}')
+  app.run(main)
+
+
 def _between(lo, hi, lo_open=False, hi_open=False):
   """A predicate for lo <= x <= hi (with open ends where asked)."""
   def ok(x):

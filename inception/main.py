@@ -64,12 +64,8 @@ def main(argv):
 
 
 def run():
-  """Checks `--config.*` overrides against the config before absl parses them, for a clear error on a typo."""
-  try:
-    config_checks.check_overrides(sys.argv[1:])
-  except config_checks.ConfigError as e:
-    sys.exit(f'ConfigError: {e}')
-  app.run(main)
+  """The command: `--config.*` overrides checked first, then main (config_checks.run_app)."""
+  config_checks.run_app(main)
 
 
 if __name__ == '__main__':

@@ -66,7 +66,7 @@ def _conv_fwd(x, kernel, strides, pads):
 def _conv_bwd(strides, pads, residuals, g):
   x, kernel = residuals
   _, input_vjp = jax.vjp(lambda inputs: _xla_conv(inputs, kernel, strides, pads), x)  # XLA's input gradient
-  return input_vjp(g)[0], conv_kernel_grad(x, g, kernel.shape, strides, pads)
+  return input_vjp(g)[0], conv_kernel_grad(x, g, kernel.shape, strides, pads).astype(kernel.dtype)
 
 
 conv_nhwc.defvjp(_conv_fwd, _conv_bwd)
