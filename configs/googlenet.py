@@ -38,6 +38,7 @@ def imagenet() -> ml_collections.ConfigDict:
       aux_heads=True,
       custom_gradients='cpu',   # conv kernel and max-pool gradients as matrix products on CPU ('always', 'never'):
                                 # same results, ~2x faster training on XLA:CPU (docs/performance.md)
+      fuse_1x1=False,           # each block's three 1x1 convs on its input as one convolution (same parameters)
   ))
 
   # Data source. `source` picks a class in inception/data/sources.py.

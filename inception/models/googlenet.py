@@ -44,9 +44,10 @@ ImageSize = Union[int, Tuple[int, int]]
 class Inception(nnx.Module):
   """Four parallel branches (1x1; 1x1->3x3; 1x1->5x5; 3x3 pool->1x1), concatenated on channels."""
 
-  def __init__(self, in_channels: int, widths: Sequence[int], conv_block: ConvBlock, custom_gradients: str = 'never'):
+  def __init__(self, in_channels: int, widths: Sequence[int], conv_block: ConvBlock, custom_gradients: str = 'never',
+               fuse_1x1: bool = False):
     c1, r3, c3, r5, c5, pool_proj = widths
-    self.custom_gradients = custom_gradients
+    self.custom_gradients, self.fuse_1x1 = custom_gradients, fuse_1x1
     self.conv_1x1 = conv_block(in_channels, c1, 1)
     self.conv_3x3_reduce = conv_block(in_channels, r3, 1)
     self.conv_3x3 = conv_block(r3, c3, 3, padding=1)
@@ -57,10 +58,15 @@ class Inception(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """[B, H, W, C_in] -> [B, H, W, out_channels]."""
+    units = (self.conv_1x1, self.conv_3x3_reduce, self.conv_5x5_reduce)  # the 1x1s that read x
+    if self.fuse_1x1:
+      out_1x1, reduced_3x3, reduced_5x5 = layers.fused_1x1(x, units)
+    else:
+      out_1x1, reduced_3x3, reduced_5x5 = (unit(x) for unit in units)
     branches = (
-        self.conv_1x1(x),
-        self.conv_3x3(self.conv_3x3_reduce(x)),
-        self.conv_5x5(self.conv_5x5_reduce(x)),
+        out_1x1,
+        self.conv_3x3(reduced_3x3),
+        self.conv_5x5(reduced_5x5),
         self.pool_proj(layers.max_pool(x, 3, 1, padding=1, custom_gradients=self.custom_gradients)),
     )
     return jnp.concatenate(branches, axis=-1)
@@ -159,7 +165,7 @@ class GoogLeNet(nnx.Module):
                dtype: layers.DTypeLike = 'float32', dropout_rate: float = 0.4,
                aux_dropout_rate: float = 0.7, aux_heads: bool = True, batch_norm: bool = False,
                bn_momentum: float = 0.9, bn_epsilon: float = 1e-3, custom_gradients: str = 'cpu',
-               rngs: nnx.Rngs):
+               fuse_1x1: bool = False, rngs: nnx.Rngs):
     """Creates all parameters eagerly.
 
     Args:
@@ -174,6 +180,8 @@ class GoogLeNet(nnx.Module):
       bn_epsilon: variance epsilon of every BatchNorm.
       custom_gradients: where the convolution kernel and max-pool gradients use models/cpu_grads.py instead of
         XLA's ('cpu': on CPU backends only; 'always'; 'never'); the forward pass and the results are the same.
+      fuse_1x1: run each inception block's three 1x1 convolutions that read its input as one (layers.fused_1x1);
+        the same parameters and results.
       rngs: needs a 'params' stream (or a default one) for initialization.
     """
     self.num_classes = num_classes
@@ -195,7 +203,7 @@ class GoogLeNet(nnx.Module):
     channels = self.conv2.out_channels
     for name in STAGE_NAMES:
       if name.startswith('inception_'):
-        block = Inception(channels, INCEPTION_WIDTHS[name[-2:]], conv_block, custom_gradients)
+        block = Inception(channels, INCEPTION_WIDTHS[name[-2:]], conv_block, custom_gradients, fuse_1x1)
         setattr(self, name, block)
         channels = block.out_channels
     self.pool3 = layers.MaxPool(3, 2, custom_gradients=custom_gradients)
@@ -251,11 +259,12 @@ class GoogLeNet(nnx.Module):
 def googlenet(*, num_classes: int, image_size: ImageSize = 224,
               dtype: layers.DTypeLike = 'float32', dropout_rate: float = 0.4,
               aux_dropout_rate: float = 0.7, aux_heads: bool = True, custom_gradients: str = 'cpu',
-              rngs: nnx.Rngs) -> GoogLeNet:
+              fuse_1x1: bool = False, rngs: nnx.Rngs) -> GoogLeNet:
   """The published GoogLeNet: ReLU convs with bias, LRN in the stem."""
   return GoogLeNet(num_classes=num_classes, image_size=image_size, dtype=dtype,
                    dropout_rate=dropout_rate, aux_dropout_rate=aux_dropout_rate,
-                   aux_heads=aux_heads, batch_norm=False, custom_gradients=custom_gradients, rngs=rngs)
+                   aux_heads=aux_heads, batch_norm=False, custom_gradients=custom_gradients, fuse_1x1=fuse_1x1,
+                   rngs=rngs)
 
 
 # Five stride-2 stages take 32 px to a 1x1 final map; below that the last stages' windows read only padding.
@@ -267,12 +276,12 @@ def googlenet_bn(*, num_classes: int, image_size: ImageSize = 224,
                  dtype: layers.DTypeLike = 'float32', dropout_rate: float = 0.4,
                  aux_dropout_rate: float = 0.7, aux_heads: bool = True,
                  bn_momentum: float = 0.9, bn_epsilon: float = 1e-3, custom_gradients: str = 'cpu',
-                 rngs: nnx.Rngs) -> GoogLeNet:
+                 fuse_1x1: bool = False, rngs: nnx.Rngs) -> GoogLeNet:
   """GoogLeNet with BatchNorm after every conv (convs without bias) and no LRN."""
   return GoogLeNet(num_classes=num_classes, image_size=image_size, dtype=dtype,
                    dropout_rate=dropout_rate, aux_dropout_rate=aux_dropout_rate,
                    aux_heads=aux_heads, batch_norm=True, bn_momentum=bn_momentum,
-                   bn_epsilon=bn_epsilon, custom_gradients=custom_gradients, rngs=rngs)
+                   bn_epsilon=bn_epsilon, custom_gradients=custom_gradients, fuse_1x1=fuse_1x1, rngs=rngs)
 
 
 googlenet_bn.min_image_size = 32

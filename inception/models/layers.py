@@ -174,6 +174,10 @@ class ConvReLU(nnx.Module):
     """[B, H, W, C_in] -> [B, H', W', C_out] in the compute dtype."""
     return jax.nn.relu(self.conv(x))
 
+  def after_conv(self, y: jax.Array) -> jax.Array:
+    """What follows the kernel: bias and ReLU, for a convolution computed elsewhere (fused_1x1)."""
+    return jax.nn.relu(y + self.conv.bias[...].astype(y.dtype))
+
 
 class ConvBNReLU(nnx.Module):
   """Convolution without bias, BatchNorm, ReLU: the unit of the batch-normalized variants."""
@@ -190,6 +194,23 @@ class ConvBNReLU(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """[B, H, W, C_in] -> [B, H', W', C_out]; BN uses batch or running stats per its mode."""
     return jax.nn.relu(self.bn(self.conv(x)))
+
+  def after_conv(self, y: jax.Array) -> jax.Array:
+    """What follows the kernel: BatchNorm and ReLU, for a convolution computed elsewhere (fused_1x1)."""
+    return jax.nn.relu(self.bn(y))
+
+
+def fused_1x1(x: jax.Array, units) -> list:
+  """Runs 1x1 conv units (ConvReLU / ConvBNReLU) that read the same `x` as one convolution, their kernels
+  concatenated on the output axis, then splits the result and finishes each unit (`after_conv`). The parameters stay
+  the units' own; the outputs equal the units' separate calls up to float rounding. [B, H, W, C] -> [B, H, W, C_i]."""
+  convs = [unit.conv for unit in units]
+  kernel = jnp.concatenate([conv.kernel[...] for conv in convs], axis=-1).astype(x.dtype)  # [1, 1, C, sum C_i]
+  y = convs[0].conv_general_dilated(
+      x, kernel, (1, 1), ((0, 0), (0, 0)),
+      dimension_numbers=jax.lax.conv_dimension_numbers(x.shape, kernel.shape, ('NHWC', 'HWIO', 'NHWC')))
+  splits = np.cumsum([conv.out_features for conv in convs])[:-1]
+  return [unit.after_conv(part) for unit, part in zip(units, jnp.split(y, splits, axis=-1))]
 
 
 def dense(in_features: int, out_features: int, *, bias_init: float, dtype: DTypeLike,

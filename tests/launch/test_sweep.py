@@ -246,7 +246,7 @@ def test_a_real_sweep_killed_and_resumed(small_folder, tmp_path):
              '--sweep=optimizer.lr=0.01,0.010000000001', '--sweep=optimizer.weight_decay=5e-5,5.0000000001e-5',
              '--parallel=2', '--', f'--config.data.root={small_folder}', '--config.data.val_fraction=0.25',
              '--config.pp.image_size=64', '--config.batch_size=4', '--config.eval_batch_size=4',
-             '--config.num_epochs=1', '--config.eval_every_epochs=100', '--config.log_every_steps=1',
+             '--config.num_epochs=3', '--config.eval_every_epochs=100', '--config.log_every_steps=1',
              '--config.checkpoint_every_steps=1']
   assert os.environ.get('JAX_COMPILATION_CACHE_DIR')  # tests/conftest.py; the runs inherit it
   names = [f'lr={lr},weight_decay={wd}' for lr in ('0.01', '0.010000000001') for wd in ('5e-05', '5.0000000001e-05')]

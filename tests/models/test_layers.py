@@ -165,3 +165,28 @@ def test_pools_and_lrn_are_differentiable():
   grad = jax.grad(loss)(x)
   assert grad.shape == x.shape
   assert bool(jnp.all(jnp.isfinite(grad)))
+
+
+@pytest.mark.parametrize('unit', [layers.ConvReLU, layers.ConvBNReLU])
+def test_fused_1x1_equals_the_separate_convolutions_and_their_gradients(unit):
+  """Three 1x1 units reading one input, as one convolution: same outputs, same gradients, same BN statistics."""
+  units = [unit(6, c, 1, custom_gradients='always', rngs=nnx.Rngs(params=i)) for i, c in enumerate((4, 3, 5))]
+  for u in units:
+    if hasattr(u, 'bn'):
+      u.bn.use_running_average = False
+  graphdef, params, rest = nnx.split(units, nnx.Param, ...)
+  x = jnp.asarray(np.random.RandomState(0).normal(size=(2, 5, 5, 6)), jnp.float32)
+
+  def run(params, fused):
+    model = nnx.merge(graphdef, params, rest, copy=True)
+    outs = layers.fused_1x1(x, model) if fused else [u(x) for u in model]
+    loss = sum(jnp.sum(o * jnp.cos(jnp.arange(o.size, dtype=o.dtype)).reshape(o.shape)) for o in outs)
+    return loss, (outs, nnx.state(model, nnx.BatchStat))
+
+  (loss_a, (outs_a, stats_a)), grads_a = jax.value_and_grad(run, has_aux=True)(params, True)
+  (loss_b, (outs_b, stats_b)), grads_b = jax.value_and_grad(run, has_aux=True)(params, False)
+  assert [o.shape for o in outs_a] == [(2, 5, 5, 4), (2, 5, 5, 3), (2, 5, 5, 5)]
+  for a, b in zip(outs_a + jax.tree.leaves(grads_a) + jax.tree.leaves(stats_a),
+                  outs_b + jax.tree.leaves(grads_b) + jax.tree.leaves(stats_b)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
