@@ -92,7 +92,7 @@ def _tf_window(shape: tf.Tensor, seed: tf.Tensor, area_range: Sequence[float], a
 
 def sample_crop_window(shape: tf.Tensor, seed: tf.Tensor, *, area_range: Sequence[float],
                        aspect_range: Sequence[float],
-                       max_attempts: int, sampler: str = 'uniform_area') -> tf.Tensor:
+                       max_attempts: int, sampler: str) -> tf.Tensor:
   """Samples the Inception crop: int32 [4] = [y, x, h, w] inside an image of `shape` = (H, W).
 
   The crop covers `area_range` of the image area with w/h in `aspect_range`, drawn by `sampler`: 'uniform_area' (the
@@ -187,7 +187,7 @@ def inception_crop(image_bytes: tf.Tensor, seed: tf.Tensor,
   def window_fn(shape):
     return sample_crop_window(
         shape, seeds[0], area_range=pp.area_range, aspect_range=pp.aspect_range,
-        max_attempts=pp.max_attempts, sampler=pp.get('crop_sampler', 'uniform_area'))
+        max_attempts=pp.max_attempts, sampler=pp.crop_sampler)
 
   image = decode_and_crop(image_bytes, window_fn)  # uint8 [h, w, 3]
   size = int(pp.image_size)

@@ -27,7 +27,7 @@ def make_config(root, **overrides) -> ml_collections.ConfigDict:
               train=dict(name='inception_crop', area_range=(0.08, 1.0), aspect_range=(3 / 4, 4 / 3),
                          flip=True, interpolations=('bilinear', 'bicubic', 'area', 'nearest'),
                          brightness=32 / 255, contrast=(0.5, 1.5), saturation=(0.5, 1.5), hue=0.2,
-                         max_attempts=10),
+                         max_attempts=10, crop_sampler='uniform_area'),
               eval=dict(name='central_crop', crop_ratio=0.875))))
   config.update(overrides)
   return config

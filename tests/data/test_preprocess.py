@@ -19,7 +19,8 @@ def train_pp(**overrides) -> ml_collections.ConfigDict:
   """A flat 'inception_crop' config (shared keys + stage keys) at a small image size."""
   pp = dict(name='inception_crop', image_size=24, value_range=(-1.0, 1.0), area_range=AREA,
             aspect_range=ASPECT, flip=True, interpolations=('bilinear', 'bicubic', 'area', 'nearest'),
-            brightness=32 / 255, contrast=(0.5, 1.5), saturation=(0.5, 1.5), hue=0.2, max_attempts=10)
+            brightness=32 / 255, contrast=(0.5, 1.5), saturation=(0.5, 1.5), hue=0.2, max_attempts=10,
+            crop_sampler='uniform_area')
   pp.update(overrides)
   return ml_collections.ConfigDict(pp)
 
@@ -118,15 +119,15 @@ def test_crop_windows_respect_area_and_aspect(image):
   assert len({tuple(v) for v in zip(y, x, h, w)}) > 250  # Genuinely random.
   assert area.max() - area.min() > 0.3
 
-
-def test_crop_window_fallback_clamps_aspect():
+@pytest.mark.parametrize('sampler', preprocess.CROP_SAMPLERS)
+def test_crop_window_fallback_clamps_aspect(sampler):
   # A 30:1 image: no crop with aspect <= 4/3 covers half its area, so the sampler falls back.
   for i in range(5):
     window = preprocess.sample_crop_window(tf.constant([10, 300]), seed(i), area_range=(0.5, 1.0),
-                                           aspect_range=ASPECT, max_attempts=10).numpy()
+                                           aspect_range=ASPECT, max_attempts=10, sampler=sampler).numpy()
     assert list(window) == [0, (300 - 13) // 2, 10, 13]  # round(10 * 4/3) = 13, centred.
   tall = preprocess.sample_crop_window(tf.constant([300, 10]), seed(0), area_range=(0.5, 1.0),
-                                       aspect_range=ASPECT, max_attempts=10).numpy()
+                                       aspect_range=ASPECT, max_attempts=10, sampler=sampler).numpy()
   assert list(tall) == [(300 - 13) // 2, 0, 13, 10]
 
 
