@@ -61,7 +61,7 @@ def test_no_readable_checkpoint_is_a_clear_error_and_nothing_is_deleted(finished
 
 
 @pytest.mark.parametrize('override, named', [
-    ({'variant': 'mini_published'}, "model: the checkpoint has 'googlenet_bn', this config 'googlenet'"),
+    ({'model.name': 'googlenet'}, "model: the checkpoint has 'inception_tiny', this config 'googlenet'"),
     ({'pp.image_size': 112}, 'image_size: the checkpoint has 96, this config 112'),
 ])
 def test_a_checkpoint_of_another_model_or_size_is_refused_by_name(finished_run, tmp_path, override, named):

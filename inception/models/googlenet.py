@@ -13,6 +13,7 @@ from flax import nnx
 
 from inception.models import MODELS
 from inception.models import layers
+from inception.models import staged
 
 # (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj) per block, from Table 1.
 INCEPTION_WIDTHS: Dict[str, Tuple[int, int, int, int, int, int]] = {
@@ -119,21 +120,23 @@ class AuxHead(nnx.Module):
   """Auxiliary classifier: 5x5/3 avg pool, 1x1 conv 128, FC 1024 + ReLU, dropout, FC to classes.
 
   The first FC's input size depends on the spatial size of the tapped feature map, so it is
-  given at construction (`in_size`) to create all parameters eagerly.
+  given at construction (`in_size`) to create all parameters eagerly. `conv_channels` and `hidden` are the paper's
+  128 and 1024 unless a smaller network (models/tiny.py) asks otherwise.
   """
 
   def __init__(self, in_channels: int, in_size: Tuple[int, int], num_classes: int,
-               dropout_rate: float, conv_block: ConvBlock, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+               dropout_rate: float, conv_block: ConvBlock, *, dtype: jnp.dtype, rngs: nnx.Rngs,
+               conv_channels: int = 128, hidden: int = 1024):
     h, w = (layers.pool_out_size(s, 5, 3) for s in in_size)
-    self.flat_features = h * w * 128  # 4 * 4 * 128 = 2048 at 224 px.
-    self.conv = conv_block(in_channels, 128, 1)
-    self.fc = layers.dense(self.flat_features, 1024, bias_init=0.2, dtype=dtype, rngs=rngs)
+    self.flat_features = h * w * conv_channels  # 4 * 4 * 128 = 2048 at 224 px.
+    self.conv = conv_block(in_channels, conv_channels, 1)
+    self.fc = layers.dense(self.flat_features, hidden, bias_init=0.2, dtype=dtype, rngs=rngs)
     self.dropout = nnx.Dropout(dropout_rate)
-    self.classifier = layers.dense(1024, num_classes, bias_init=0.0, dtype=dtype, rngs=rngs)
+    self.classifier = layers.dense(hidden, num_classes, bias_init=0.0, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, *, rngs: Optional[nnx.Rngs] = None) -> jax.Array:
     """[B, H, W, C] -> float32 logits [B, num_classes]."""
-    x = self.conv(layers.avg_pool(x, 5, 3))  # [B, h, w, 128]
+    x = self.conv(layers.avg_pool(x, 5, 3))  # [B, h, w, conv_channels]
     x = x.reshape(x.shape[0], -1)
     if x.shape[-1] != self.flat_features:
       raise ValueError(
@@ -152,14 +155,8 @@ def _stem_size(size: int) -> int:
   return size
 
 
-class GoogLeNet(nnx.Module):
-  """GoogLeNet as an ordered sequence of named stages plus optional auxiliary heads.
-
-  `stage_names` lists the stages in order (each an attribute); `aux_names` the aux heads and
-  `aux_taps` the stage each one reads. `deterministic` (set by model.train()/eval()) decides
-  whether the aux heads run. Calling returns (logits, aux_logits): float32 [B, num_classes] and
-  a tuple of two such arrays in training mode with aux heads, () otherwise.
-  """
+class GoogLeNet(staged.StagedNet):
+  """GoogLeNet as an ordered sequence of named stages plus its two optional auxiliary heads (models/staged.py)."""
 
   def __init__(self, *, num_classes: int, image_size: ImageSize = 224,
                dtype: layers.DTypeLike = 'float32', dropout_rate: float = 0.4,
@@ -219,40 +216,6 @@ class GoogLeNet(nnx.Module):
       in_channels = getattr(self, tap).out_channels
       setattr(self, aux_name, AuxHead(in_channels, tap_size, num_classes, aux_dropout_rate,
                                       conv_block, dtype=self.dtype, rngs=rngs))
-
-  def set_view(self, deterministic: Optional[bool] = None):
-    """Lets nnx.view(model, deterministic=...) switch the aux heads like model.train()/eval()."""
-    if deterministic is not None:
-      self.deterministic = deterministic
-
-  def call_stage(self, name: str, x: jax.Array, *,
-                 rngs: Optional[nnx.Rngs] = None) -> jax.Array:
-    """Runs one named stage; only the head takes `rngs` (for dropout)."""
-    stage = getattr(self, name)
-    return stage(x, rngs=rngs) if name == 'head' else stage(x)
-
-  def call_aux(self, name: str, x: jax.Array, *,
-               rngs: Optional[nnx.Rngs] = None) -> jax.Array:
-    """Runs one named auxiliary head on the output of its tapped stage."""
-    return getattr(self, name)(x, rngs=rngs)
-
-  def __call__(self, images: jax.Array, *, rngs: Optional[nnx.Rngs] = None
-               ) -> Tuple[jax.Array, Tuple[jax.Array, ...]]:
-    """images [B, H, W, 3] -> (logits [B, num_classes] float32, aux logits tuple)."""
-    if isinstance(rngs, jax.Array):  # A bare key: wrap so each dropout gets a fresh key.
-      rngs = nnx.Rngs(dropout=rngs)
-    run_aux = self.aux_heads and not self.deterministic
-    x = images.astype(self.dtype)
-    taps = {}
-    for name in self.stage_names:
-      x = self.call_stage(name, x, rngs=rngs)
-      if run_aux and name in self.aux_taps:
-        taps[name] = x
-    aux_logits = ()
-    if run_aux:
-      aux_logits = tuple(self.call_aux(n, taps[t], rngs=rngs)
-                         for n, t in zip(self.aux_names, self.aux_taps))
-    return x, aux_logits
 
 
 @MODELS.register('googlenet')

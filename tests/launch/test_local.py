@@ -20,8 +20,8 @@ from launch import local
 from tests.runs import REPO, assert_trees_close, make_small_folder, relative_difference, restore_state, tiny_config, \
     tiny_flags
 
-# The published GoogLeNet (no BatchNorm, dropout and aux heads on), 6 steps, a checkpoint every step.
-RUN = dict(variant='mini_published', num_epochs=6, checkpoint_every_steps=1)
+# The smoke-test network (tests/runs.py TINY: BatchNorm, dropout and an aux head on), 6 steps, a checkpoint every step.
+RUN = dict(num_epochs=6, checkpoint_every_steps=1)
 
 
 @pytest.fixture(scope='module')

@@ -240,13 +240,14 @@ def test_a_real_sweep_killed_and_resumed(small_folder, tmp_path):
 
   The values differ in float64 but round to the same float32 (the optimizer bakes them into the program as float32
   constants), so every run reuses one compiled train step from the JAX cache (JAX_COMPILATION_CACHE_DIR, inherited).
+  The runs train the smoke-test network (models/tiny.py), 16 steps with a checkpoint at each.
   """
   root = tmp_path / 'sweep'
   command = [sys.executable, '-m', 'launch.sweep', f'--config={SPEC}', f'--root={root}',
              '--sweep=optimizer.lr=0.01,0.010000000001', '--sweep=optimizer.weight_decay=5e-5,5.0000000001e-5',
              '--parallel=2', '--', f'--config.data.root={small_folder}', '--config.data.val_fraction=0.25',
-             '--config.pp.image_size=64', '--config.batch_size=4', '--config.eval_batch_size=4',
-             '--config.num_epochs=3', '--config.eval_every_epochs=100', '--config.log_every_steps=1',
+             '--config.model.name=inception_tiny', '--config.pp.image_size=64', '--config.batch_size=4',
+             '--config.eval_batch_size=4', '--config.num_epochs=8', '--config.eval_every_epochs=100', '--config.log_every_steps=1',
              '--config.checkpoint_every_steps=1']
   assert os.environ.get('JAX_COMPILATION_CACHE_DIR')  # tests/conftest.py; the runs inherit it
   names = [f'lr={lr},weight_decay={wd}' for lr in ('0.01', '0.010000000001') for wd in ('5e-05', '5.0000000001e-05')]
@@ -258,24 +259,24 @@ def test_a_real_sweep_killed_and_resumed(small_folder, tmp_path):
                                             if not f.startswith('--xla_force_host_platform_device_count')))
   first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   checkpointed = lambda w: os.path.isdir(w / 'checkpoints') and any(n.isdigit() for n in os.listdir(w / 'checkpoints'))
-  wait_for(lambda: checkpointed(workdirs[2]), first, timeout=400)
+  wait_for(lambda: checkpointed(workdirs[2]) and checkpointed(workdirs[3]), first, timeout=400)
   first.send_signal(signal.SIGTERM)
   out, err = first.communicate(timeout=120)
   assert first.returncode == 128 + signal.SIGTERM, err[-3000:]
   with open(root / 'sweep.csv') as f:
     table = list(csv.DictReader(f))
-  # Runs 3-4 save a checkpoint at their next step and stop (exit 75): pending. Run 3 may be past its last step when the
-  # signal comes (the steps are short); then it ends normally: done.
+  # Runs 3-4, both a step or so into their 16 when the signal comes, save a checkpoint at their next step and stop
+  # (exit 75): pending. One that got past its last step all the same (the steps are short) ended normally: done.
   statuses = [r['status'] for r in table]
-  assert statuses[:2] == ['done', 'done'] and statuses[3] == 'pending', err[-3000:]
-  assert statuses[2] in ('done', 'pending')
-  if statuses[2] == 'pending':
-    assert not os.path.exists(workdirs[2] / 'final_eval.json')
-  assert json.load(open(workdirs[3] / sweep.STATUS))['status'] == 'interrupted'
+  assert statuses[:2] == ['done', 'done'] and 'pending' in statuses[2:], (statuses, err[-3000:])
+  for w, status in zip(workdirs[2:], statuses[2:]):
+    assert status in ('done', 'pending')
+    if status == 'pending':
+      assert json.load(open(w / sweep.STATUS))['status'] == 'interrupted'
+      assert not os.path.exists(w / 'final_eval.json')
   assert json.load(open(workdirs[0] / 'overrides.json')) == {'optimizer.lr': 0.01, 'optimizer.weight_decay': 5e-5}
   before = {w: (os.stat(w / 'sweep.log').st_mtime_ns, json.load(open(w / sweep.STATUS))) for w in workdirs[:2]}
-  to_resume = [w for w, status in zip(workdirs[2:], statuses[2:]) if status == 'pending' and checkpointed(w)]
-  assert to_resume or statuses[2] == 'done'
+  to_resume = [w for w, status in zip(workdirs[2:], statuses[2:]) if status == 'pending']
 
   second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
   assert second.returncode == 0, second.stderr[-3000:]
