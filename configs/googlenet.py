@@ -36,8 +36,8 @@ def imagenet() -> ml_collections.ConfigDict:
       dropout_rate=0.4,
       aux_dropout_rate=0.7,
       aux_heads=True,
-      custom_gradients='cpu',   # conv kernel and max-pool gradients as matrix products on CPU ('always', 'never'):
-                                # same results, ~2x faster training on XLA:CPU (docs/performance.md)
+      custom_gradients='cpu',   # conv kernel gradients as matrix products on CPU ('always': also the max-pool VJP;
+                                # 'never'): same results, ~1.5-3x faster training on XLA:CPU (docs/performance.md)
       fuse_1x1=False,           # each block's three 1x1 convs on its input as one convolution (same parameters)
   ))
 
@@ -67,6 +67,7 @@ def imagenet() -> ml_collections.ConfigDict:
           max_attempts=10,                 # crop tries before falling back to the (aspect-clamped) whole image
           flip=True,
           interpolations=('bilinear', 'bicubic', 'area', 'nearest'),  # chosen at random per image
+          # The colour distortions run on the device, in random order, seeded per example (inception/augment.py).
           brightness=32 / 255,
           contrast=(0.5, 1.5),
           saturation=(0.5, 1.5),

@@ -103,7 +103,8 @@ def benchmark_step(config, mode: str, num_classes: int, steps: int, warmup: int)
   rng = np.random.RandomState(0)
   local = batch_size // jax.process_count()
   batch = sharding.to_global({
-      'image': rng.uniform(-1, 1, (local, size, size, 3)).astype(np.float32),
+      'image': rng.randint(0, 256, (local, size, size, 3)).astype(np.uint8),
+      'seed': rng.randint(0, 2**32, (local, 2)).astype(np.uint32),
       'label': rng.randint(0, num_classes, (local,)).astype(np.int32),
       'mask': np.ones((local,), np.float32)}, mesh)
 
@@ -117,7 +118,7 @@ def benchmark_step(config, mode: str, num_classes: int, steps: int, warmup: int)
       holder['state'], metrics = step(holder['state'], batch)
       return metrics
   else:
-    step = jax.jit(steps_lib.make_eval_step(eval_graphdef), in_shardings=(repl, repl, data),
+    step = jax.jit(steps_lib.make_eval_step(eval_graphdef, config), in_shardings=(repl, repl, data),
                    out_shardings=repl).lower(state.params, state.model_state, batch).compile()
     run = lambda: step(state.params, state.model_state, batch)
   compile_s = time.perf_counter() - t0

@@ -12,6 +12,7 @@ import ml_collections
 import optax
 from flax import nnx
 
+from inception import augment
 from inception import optim
 
 
@@ -50,19 +51,24 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: Callab
                     config: ml_collections.ConfigDict) -> Callable[[TrainState, Dict[str, jax.Array]], Any]:
   """Returns train_step(state, batch) -> (state, metrics) for a model graph in training mode.
 
+  `batch` holds the host's uint8 images with per-example seeds; the step applies the colour distortions and the
+  scaling of config.pp (augment.train_images) before the model.
+
   A step whose loss or gradient norm is not finite leaves the weights, optimizer state and averages as they were (only
   the step count moves on) and reports `finite` = 0: the loop stops the run or counts the step (config.nan_policy).
   """
   loss_cfg, ema_cfg = config.loss, config.ema
+  train_pp = augment.stage_pp(config.pp, 'train')
 
   def train_step(state: TrainState, batch: Dict[str, jax.Array]):
     dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     labels, mask = batch['label'], batch['mask']
+    images = augment.train_images(batch['image'], batch['seed'], train_pp)  # uint8 -> distorted float32
 
     def loss_fn(params):
       # copy=True: fresh Variables at this (grad) trace level, so BatchNorm may update its statistics here.
       model = nnx.merge(graphdef, params, state.model_state, copy=True)
-      logits, aux_logits = model(batch['image'], rngs=nnx.Rngs(dropout=dropout_key))
+      logits, aux_logits = model(images, rngs=nnx.Rngs(dropout=dropout_key))
       main_loss = cross_entropy(logits, labels, mask, loss_cfg.label_smoothing)
       aux_loss = sum((cross_entropy(a, labels, mask, loss_cfg.label_smoothing) for a in aux_logits), 0.0)
       _, _, model_state = nnx.split(model, nnx.Param, ...)
@@ -94,15 +100,19 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: Callab
   return train_step
 
 
-def make_eval_step(graphdef) -> Callable[[Any, Any, Dict[str, jax.Array]], Dict[str, jax.Array]]:
-  """Returns eval_step(params, model_state, batch) -> summed metrics, for a model graph in eval mode.
+def make_eval_step(graphdef, config: ml_collections.ConfigDict
+                   ) -> Callable[[Any, Any, Dict[str, jax.Array]], Dict[str, jax.Array]]:
+  """Returns eval_step(params, model_state, batch) -> summed metrics, for a model graph in eval mode; the batch's
+  uint8 images are scaled to config.pp's eval value range first.
 
   Sums (not means) over the examples whose `mask` is 1, so padded examples never count and batches add up exactly.
   """
 
+  eval_pp = augment.stage_pp(config.pp, 'eval')
+
   def eval_step(params, model_state, batch: Dict[str, jax.Array]):
     model = nnx.merge(graphdef, params, model_state)
-    logits, _ = model(batch['image'])
+    logits, _ = model(augment.eval_images(batch['image'], eval_pp))
     labels, mask = batch['label'], batch['mask']
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     top5 = jax.lax.top_k(logits, 5)[1] if logits.shape[-1] >= 5 else jnp.argsort(-logits, axis=-1)

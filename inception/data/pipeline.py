@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from inception.augment import stage_pp
 from inception.data.preprocess import PREPROCESS
 from inception.errors import DataError
 from inception.data.sources import build_source
@@ -32,13 +33,6 @@ try:  # TF must never claim a GPU that JAX needs; fails only if TF already initi
   tf.config.set_visible_devices([], 'GPU')
 except RuntimeError:
   pass
-
-
-def stage_pp(pp: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
-  """The flat preprocessing config for `stage` ('train' / 'eval'): shared keys overlaid by the stage's."""
-  flat = {k: v for k, v in pp.items() if k not in ('train', 'eval')}
-  flat.update(pp[stage].to_dict())
-  return ml_collections.ConfigDict(flat)
 
 
 def _options() -> tf.data.Options:
@@ -57,9 +51,11 @@ def local_batch_size(global_batch_size: int, process_count: int) -> int:
 
 
 def _preprocess_fn(config: ml_collections.ConfigDict, stage: str, load):
-  """`fn(index, record, position=index) -> {'image', 'label', 'index'}`: loads, then runs the stage's transform.
+  """`fn(index, record, position=index) -> {'image', 'label', 'index', 'seed'}`: loads, then runs the stage's
+  transform.
 
-  The transform is seeded with [config.seed, position], so augmentation depends only on stream position.
+  The transform is seeded with [config.seed, position], so augmentation depends only on stream position; so is
+  `seed` (uint32 [2]), which seeds the example's on-device distortions (inception/augment.py).
   """
   pp = stage_pp(config.pp, stage)
   transform = PREPROCESS.get(pp.name)
@@ -68,7 +64,9 @@ def _preprocess_fn(config: ml_collections.ConfigDict, stage: str, load):
     example = load(record)
     seed = tf.stack([tf.constant(int(config.seed), tf.int64), index if position is None else position])
     image = transform(example['image_bytes'], seed, pp)
-    return {'image': image, 'label': example['label'], 'index': index}
+    device_seed = tf.random.stateless_uniform([2], tf.random.experimental.stateless_fold_in(seed, 1), minval=None,
+                                              maxval=None, dtype=tf.uint32)
+    return {'image': image, 'label': example['label'], 'index': index, 'seed': device_seed}
 
   return fn
 
@@ -133,9 +131,9 @@ def _masked(preprocess, image_size: int):
 
   def one(*args):
     good = tf.data.Dataset.from_tensors(args).map(lambda *a: {**preprocess(*a), 'mask': tf.constant(1.0)})
-    bad = tf.data.Dataset.from_tensors({'image': tf.zeros([image_size, image_size, 3], tf.float32),
+    bad = tf.data.Dataset.from_tensors({'image': tf.zeros([image_size, image_size, 3], tf.uint8),
                                         'label': tf.constant(0, tf.int32), 'index': args[0],
-                                        'mask': tf.constant(0.0)})
+                                        'seed': tf.zeros([2], tf.uint32), 'mask': tf.constant(0.0)})
     return good.ignore_errors().concatenate(bad).take(1)
 
   return one
@@ -143,7 +141,8 @@ def _masked(preprocess, image_size: int):
 
 def train_batches(config: ml_collections.ConfigDict, *, process_index: int, process_count: int,
                   start_step: int = 0, source=None) -> Iterator[Dict[str, np.ndarray]]:
-  """Endless numpy batches {'image': f32 [B, S, S, 3], 'label': i32 [B], 'index': i64 [B], 'mask': f32 [B]}, B local.
+  """Endless numpy batches {'image': u8 [B, S, S, 3], 'label': i32 [B], 'index': i64 [B], 'seed': u32 [B, 2],
+  'mask': f32 [B]}, B local: the host part of the training transform; the train step distorts and scales (augment).
 
   Batch k (from 0) is training step k + 1's share of this process; starting at `start_step` gives the same batches an
   uninterrupted stream gives from there (see the module docstring for the order; augmentation is seeded by config.seed
@@ -229,7 +228,7 @@ def check_decodable(config: ml_collections.ConfigDict, source, count: int = 64) 
 
 
 class EvalBatches:
-  """One finite pass over this process's eval shard: numpy {'image', 'label', 'mask'} batches.
+  """One finite pass over this process's eval shard: numpy {'image' (uint8), 'label', 'mask'} batches.
 
   `mask` is 1.0 for real examples, 0.0 for padding. Every process yields exactly `num_batches`
   batches of `batch_size` (short shards padded with masked examples) so multi-host loops stay in
@@ -264,7 +263,7 @@ class EvalBatches:
     ds = ds.enumerate().map(real, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors()
     padding = tf.data.Dataset.from_tensors({
-        'image': tf.zeros([size, size, 3], tf.float32),
+        'image': tf.zeros([size, size, 3], tf.uint8),
         'label': tf.constant(0, tf.int32),
         'mask': tf.constant(0.0, tf.float32),
     }).repeat()

@@ -1,9 +1,10 @@
-"""Decode + augment one encoded image into a float32 [S, S, 3] tensor; registered by name.
+"""The host half of preprocessing: decode, crop and resize one encoded image into uint8 [S, S, 3]; registered by name.
 
-Every function has the signature `fn(image_bytes, seed, pp) -> tf.float32 [S, S, 3]`: `seed` is an
+Every function has the signature `fn(image_bytes, seed, pp) -> tf.uint8 [S, S, 3]`: `seed` is an
 int [2] tensor and all randomness comes from stateless ops seeded from it, so an example's
 augmentation depends only on its seed (not on thread scheduling or how far a stream was resumed).
-`pp` is the stage's flat config: `image_size`, `value_range` plus the stage's own options.
+`pp` is the stage's flat config: `image_size` plus the stage's own options. The colour distortions and the scaling
+to `value_range` happen on the device, batched in the jitted step (inception/augment.py).
 """
 import math
 from typing import Callable, Sequence
@@ -118,71 +119,37 @@ def sample_crop_window(shape: tf.Tensor, seed: tf.Tensor, *, area_range: Sequenc
   return tf.where(found, sampled, clamped)
 
 
-def to_value_range(image: tf.Tensor, value_range: Sequence[float]) -> tf.Tensor:
-  """Maps float pixels in [0, 1] (clipped first) linearly onto `value_range` = (lo, hi)."""
-  lo, hi = float(value_range[0]), float(value_range[1])
-  return lo + tf.clip_by_value(image, 0.0, 1.0) * (hi - lo)
+def to_uint8(image: tf.Tensor) -> tf.Tensor:
+  """Float pixels on the 0..255 scale, rounded and clipped -> uint8."""
+  return tf.cast(tf.clip_by_value(tf.round(tf.cast(image, tf.float32)), 0.0, 255.0), tf.uint8)
 
 
 def _random_resize(image: tf.Tensor, size: int, seed: tf.Tensor,
                    interpolations: Sequence[str]) -> tf.Tensor:
-  """Resizes uint8 [h, w, 3] to float32 [size, size, 3] in [0, 1] with a randomly chosen method."""
+  """Resizes uint8 [h, w, 3] to uint8 [size, size, 3] with a randomly chosen method."""
   for method in interpolations:
     if method not in INTERPOLATIONS:
       raise ValueError(f'Unknown interpolation {method!r}; known: {INTERPOLATIONS}.')
 
   def resize_with(method):
-    return lambda: tf.cast(tf.image.resize(image, [size, size], method=method), tf.float32) / 255.0
+    return lambda: to_uint8(tf.image.resize(image, [size, size], method=method))
 
   branches = [resize_with(m) for m in interpolations]
   if len(branches) == 1:
-    return tf.clip_by_value(branches[0](), 0.0, 1.0)
+    return branches[0]()
   index = tf.random.stateless_uniform([], seed, 0, len(branches), dtype=tf.int32)
-  return tf.clip_by_value(tf.switch_case(index, branches), 0.0, 1.0)
-
-
-def _photometric_ops(pp: ml_collections.ConfigDict) -> list:
-  """The enabled colour distortions as `fn(image, seed)`; 0 / None in the config turns one off."""
-  ops = []
-  if pp.get('brightness'):
-    ops.append(lambda x, s: tf.image.stateless_random_brightness(x, float(pp.brightness), s))
-  if pp.get('contrast'):
-    ops.append(lambda x, s: tf.image.stateless_random_contrast(x, *map(float, pp.contrast), s))
-  if pp.get('saturation'):
-    ops.append(lambda x, s: tf.image.stateless_random_saturation(x, *map(float, pp.saturation), s))
-  if pp.get('hue'):
-    ops.append(lambda x, s: tf.image.stateless_random_hue(x, float(pp.hue), s))
-  return ops
-
-
-def _distort_colors(image: tf.Tensor, seed: tf.Tensor, ops: Sequence[Callable]) -> tf.Tensor:
-  """Applies `ops` in a random order (uniform over permutations); each op keeps its seed in any order.
-
-  Slot i applies op order[i] via switch_case: n switch_cases of n branches, not n! chains of n ops.
-  """
-  if not ops:
-    return image
-  seeds = tf.random.experimental.stateless_split(seed, num=len(ops) + 1)  # [n + 1, 2]
-  order = tf.random.experimental.stateless_shuffle(tf.range(len(ops)), seeds[0])  # [n]
-
-  def branch(i, x):
-    return lambda: ops[i](x, seeds[i + 1])
-
-  for slot in range(len(ops)):
-    choices = [branch(i, image) for i in range(len(ops))]
-    image = tf.clip_by_value(tf.switch_case(order[slot], choices), 0.0, 1.0)
-  return image
+  return tf.switch_case(index, branches)
 
 
 @PREPROCESS.register('inception_crop')
 def inception_crop(image_bytes: tf.Tensor, seed: tf.Tensor,
                    pp: ml_collections.ConfigDict) -> tf.Tensor:
-  """The GoogLeNet training transform: random-area/aspect crop, resize, flip, colour distortions.
+  """The GoogLeNet training transform's host part: random-area/aspect crop, resize, flip (the colour distortions
+  follow on the device: inception/augment.py).
 
-  Reads pp.image_size, pp.value_range, pp.area_range, pp.aspect_range, pp.crop_sampler, pp.interpolations, pp.flip,
-  pp.brightness, pp.contrast, pp.saturation, pp.hue, pp.max_attempts.
+  Reads pp.image_size, pp.area_range, pp.aspect_range, pp.crop_sampler, pp.interpolations, pp.flip, pp.max_attempts.
   """
-  seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=4)  # [4, 2]
+  seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=3)  # [3, 2]
 
   def window_fn(shape):
     return sample_crop_window(
@@ -191,11 +158,9 @@ def inception_crop(image_bytes: tf.Tensor, seed: tf.Tensor,
 
   image = decode_and_crop(image_bytes, window_fn)  # uint8 [h, w, 3]
   size = int(pp.image_size)
-  image = _random_resize(image, size, seeds[1], pp.interpolations)  # float32 [S, S, 3] in [0, 1]
+  image = _random_resize(image, size, seeds[1], pp.interpolations)  # uint8 [S, S, 3]
   if pp.flip:
     image = tf.image.stateless_random_flip_left_right(image, seeds[2])
-  image = _distort_colors(image, seeds[3], _photometric_ops(pp))
-  image = to_value_range(image, pp.value_range)
   return tf.ensure_shape(image, [size, size, 3])
 
 
@@ -204,7 +169,7 @@ def central_crop(image_bytes: tf.Tensor, seed: tf.Tensor,
                  pp: ml_collections.ConfigDict) -> tf.Tensor:
   """The eval transform: shorter side to round(S / crop_ratio), central S x S crop; `seed` unused.
 
-  Reads pp.image_size, pp.value_range, pp.crop_ratio.
+  Reads pp.image_size, pp.crop_ratio.
   """
   del seed  # Deterministic.
   size = int(pp.image_size)
@@ -219,6 +184,5 @@ def central_crop(image_bytes: tf.Tensor, seed: tf.Tensor,
   new_hw = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), short_target)
   image = tf.image.resize(image, new_hw, method='bilinear', antialias=True)  # float32, 0..255
   top, left = (new_hw[0] - size) // 2, (new_hw[1] - size) // 2
-  image = tf.slice(image, tf.stack([top, left, 0]), [size, size, 3])
-  image = to_value_range(image / 255.0, pp.value_range)
+  image = to_uint8(tf.slice(image, tf.stack([top, left, 0]), [size, size, 3]))
   return tf.ensure_shape(image, [size, size, 3])

@@ -18,7 +18,7 @@ class ClassificationEvaluator:
     # Built once: the folder source lists its files only here, not again at every evaluation.
     self.batches = pipeline.eval_batches(config, process_index=jax.process_index(),
                                          process_count=jax.process_count(), source=source)
-    self.eval_step = jax.jit(steps.make_eval_step(eval_graphdef), out_shardings=sharding.replicated(mesh))
+    self.eval_step = jax.jit(steps.make_eval_step(eval_graphdef, config), out_shardings=sharding.replicated(mesh))
 
   def run(self, state) -> Dict[str, float]:
     weights = {'eval': (state.params, state.model_state), 'eval_ema': (state.ema_params, state.ema_model_state)}

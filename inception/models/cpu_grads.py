@@ -5,7 +5,9 @@ max-pool gradient (select-and-scatter) is the next largest cost of the backward 
 forward and a custom VJP: the kernel gradient as a product of the stacked input windows with the output gradient
 (im2col), the max-pool gradient by comparing each window position with the pooled maximum and routing the gradient to
 the first that matches (Caffe's and PyTorch's rule for ties). The input gradient stays XLA's. Results equal XLA's to
-float rounding (tests/models/test_cpu_grads.py). Accelerators keep XLA's own gradients unless asked otherwise.
+float rounding (tests/models/test_cpu_grads.py). Accelerators keep XLA's own gradients unless asked otherwise. The
+max-pool VJP is used only with policy 'always' (layers.max_pool): inside BatchNorm networks it made the gradient depend
+on an example's place in the batch, not yet explained (docs/performance.md).
 """
 import functools
 from typing import Sequence, Tuple

@@ -48,15 +48,17 @@ def take(iterator, n):
 def test_train_batch_shapes_and_values(folder):
   batches = take(pipeline.train_batches(make_config(folder), process_index=0, process_count=1), 5)
   for batch in batches:
-    assert set(batch) == {'image', 'label', 'index', 'mask'}
+    assert set(batch) == {'image', 'label', 'index', 'seed', 'mask'}
     np.testing.assert_array_equal(batch['mask'], np.ones(8, np.float32))
     assert batch['image'].shape == (8, IMAGE_SIZE, IMAGE_SIZE, 3)
-    assert batch['image'].dtype == np.float32
-    assert batch['image'].min() >= -1.0 and batch['image'].max() <= 1.0
+    assert batch['image'].dtype == np.uint8  # the host's part; the step distorts and scales (tests/test_augment.py)
+    assert batch['seed'].dtype == np.uint32 and batch['seed'].shape == (8, 2)
     assert batch['label'].dtype == np.int32 and batch['label'].shape == (8,)
     assert batch['index'].dtype == np.int64
   indices = np.concatenate([b['index'] for b in batches])
   np.testing.assert_array_equal(indices, np.arange(40))  # Endless: 40 > 30 images.
+  seeds = np.concatenate([b['seed'] for b in batches])
+  assert len({tuple(s) for s in seeds}) == 40  # each read of an example distorts anew
   labels = np.concatenate([b['label'] for b in batches])
   assert collections.Counter(labels[:30].tolist()) == {0: 10, 1: 12, 2: 8}  # Epoch 1 = every image.
 
@@ -90,7 +92,7 @@ def test_train_global_batches_do_not_depend_on_the_process_count(folder):
   whole = take(pipeline.train_batches(config, process_index=0, process_count=1), 5)
   parts = [take(pipeline.train_batches(config, process_index=i, process_count=2), 5) for i in range(2)]
   for k, batch in enumerate(whole):
-    for key in ('image', 'label'):
+    for key in ('image', 'label', 'seed'):  # the seeds of the on-device distortions too
       np.testing.assert_array_equal(batch[key], np.concatenate([parts[0][k][key], parts[1][k][key]]))
     assert parts[0][k]['image'].shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3)
     np.testing.assert_array_equal(parts[1][k]['index'], np.arange(4 * k, 4 * k + 4))  # local positions

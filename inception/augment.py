@@ -1,0 +1,81 @@
+"""The on-device half of preprocessing: photometric distortions and the scaling to the model's value range, batched
+inside the jitted steps.
+
+The host (data/preprocess.py) only decodes the crop window, resizes and flips, and ships uint8 images, a quarter of
+the bytes of float32; the colour distortions, the costliest per-pixel work, run here on the accelerator. Each training
+example brings its own `seed` (uint32 [2], drawn on the host from the example's stream position), so an example's
+distortion depends only on its place in the stream, as the host-side crop does: resumed runs stay exact on any number
+of devices or hosts. The distributions are the paper-era ones TF's stateless_random_* draw: brightness delta
+U(-b, b), contrast and saturation factors U(lo, hi), hue delta U(-h, h), applied in a random order (uniform over
+permutations) with a clip to [0, 1] after each; the adjustments are dm-pix's equivalents of tf.image.adjust_*.
+"""
+from typing import Any, Callable, List, Mapping, Sequence
+
+import dm_pix
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+# A distortion: fn(image float32 [H, W, 3] in [0, 1], key) -> image.
+Distortion = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def stage_pp(pp: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
+  """The flat preprocessing config for `stage` ('train' / 'eval'): shared keys overlaid by the stage's. The host
+  transforms and the device part here read the same flat view."""
+  flat = {k: v for k, v in pp.items() if k not in ('train', 'eval')}
+  flat.update(pp[stage].to_dict())
+  return ml_collections.ConfigDict(flat)
+
+
+def photometric_ops(pp: Mapping[str, Any]) -> List[Distortion]:
+  """The enabled colour distortions of a stage's flat pp (brightness, contrast, saturation, hue); 0 / None turns one
+  off."""
+  ops = []
+  if pp.get('brightness'):
+    b = float(pp['brightness'])
+    ops.append(lambda x, k: dm_pix.adjust_brightness(x, jax.random.uniform(k, (), minval=-b, maxval=b)))
+  if pp.get('contrast'):
+    lo, hi = map(float, pp['contrast'])
+    ops.append(lambda x, k: dm_pix.adjust_contrast(x, jax.random.uniform(k, (), minval=lo, maxval=hi)))
+  if pp.get('saturation'):
+    lo, hi = map(float, pp['saturation'])
+    ops.append(lambda x, k: dm_pix.adjust_saturation(x, jax.random.uniform(k, (), minval=lo, maxval=hi)))
+  if pp.get('hue'):
+    h = float(pp['hue'])
+    ops.append(lambda x, k: dm_pix.adjust_hue(x, jax.random.uniform(k, (), minval=-h, maxval=h)))
+  return ops
+
+
+def distort_colours(image: jax.Array, key: jax.Array, ops: Sequence[Distortion]) -> jax.Array:
+  """One image [H, W, 3] in [0, 1] through `ops` in a random order, clipped to [0, 1] after each; op i draws from
+  its own key whatever its place in the order."""
+  if not ops:
+    return image
+  keys = jax.random.split(key, len(ops) + 1)
+  order = jax.random.permutation(keys[0], len(ops))
+  branches = [lambda x, i=i: ops[i](x, keys[i + 1]) for i in range(len(ops))]
+  for slot in range(len(ops)):
+    image = jnp.clip(jax.lax.switch(order[slot], branches, image), 0.0, 1.0)
+  return image
+
+
+def to_value_range(image: jax.Array, value_range: Sequence[float]) -> jax.Array:
+  """Float pixels in [0, 1] (clipped first) mapped linearly onto `value_range` = (lo, hi)."""
+  lo, hi = float(value_range[0]), float(value_range[1])
+  return lo + jnp.clip(image, 0.0, 1.0) * (hi - lo)
+
+
+def train_images(images: jax.Array, seeds: jax.Array, pp: Mapping[str, Any]) -> jax.Array:
+  """uint8 [B, S, S, 3] and per-example uint32 seeds [B, 2] -> float32 [B, S, S, 3] distorted, in pp's value_range."""
+  ops = photometric_ops(pp)
+  x = images.astype(jnp.float32) / 255.0
+  if ops:
+    keys = jax.vmap(jax.random.wrap_key_data)(seeds.astype(jnp.uint32))
+    x = jax.vmap(lambda image, key: distort_colours(image, key, ops))(x, keys)
+  return to_value_range(x, pp['value_range'])
+
+
+def eval_images(images: jax.Array, pp: Mapping[str, Any]) -> jax.Array:
+  """uint8 [B, S, S, 3] -> float32 [B, S, S, 3] in pp's value_range."""
+  return to_value_range(images.astype(jnp.float32) / 255.0, pp['value_range'])
