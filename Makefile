@@ -10,7 +10,7 @@ UV := $(VENV)/bin/uv
 # The lock is for CPython 3.11 on Linux x86-64 (CPU jax); accelerator builds are added on top (README, "Installing").
 LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
-.PHONY: install install-cuda install-tpu lock train test summary clean
+.PHONY: install install-cuda install-tpu lock train test test-slow summary clean
 
 install: $(STAMP)
 
@@ -39,8 +39,12 @@ lock:
 train: install
 	$(PY) -m inception.main --config=configs/googlenet.py:mini $(ARGS)
 
+# The suite without the tests marked slow (multi-process kill-and-resume, a real sweep, ...); CI runs both targets.
 test: install
-	$(PY) -m pytest -q tests $(ARGS)
+	$(PY) -m pytest -q tests -m "not slow" $(ARGS)
+
+test-slow: install
+	$(PY) -m pytest -q tests -m slow $(ARGS)
 
 summary: install
 	$(PY) -m inception.models googlenet
