@@ -3,11 +3,9 @@
 XLA:CPU computes a convolution's kernel gradient 3-30x slower than the same arithmetic as one matrix product, and its
 max-pool gradient (select-and-scatter) is the next largest cost of the backward pass. The functions here have XLA's
 forward and a custom VJP: the kernel gradient as a product of the stacked input windows with the output gradient
-(im2col), the max-pool gradient by comparing each window position with the pooled maximum and routing the gradient to
-the first that matches (Caffe's and PyTorch's rule for ties). The input gradient stays XLA's. Results equal XLA's to
-float rounding (tests/models/test_cpu_grads.py). Accelerators keep XLA's own gradients unless asked otherwise. The
-max-pool VJP is used only with policy 'always' (layers.max_pool): inside BatchNorm networks it made the gradient depend
-on an example's place in the batch, not yet explained (docs/performance.md).
+(im2col), the max-pool gradient by routing each output's gradient to the first maximum of its window (Caffe's and
+PyTorch's rule for ties) with an argmax and padded adds. The input gradient stays XLA's. Results equal XLA's to float rounding
+(tests/models/test_cpu_grads.py). Accelerators keep XLA's own gradients unless asked otherwise.
 """
 import functools
 from typing import Sequence, Tuple
@@ -103,34 +101,34 @@ def _xla_max_pool(x, window, stride, pads):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def max_pool_nhwc(x: jax.Array, window: int, stride: int, pads: Pads) -> jax.Array:
   """Square max pooling of NHWC `x` padded with -inf by `pads`; the gradient goes to the first maximum of each window
-  (row-major), computed with compares and padded adds instead of XLA's select-and-scatter."""
+  (row-major), computed with an argmax and padded adds instead of XLA's select-and-scatter."""
   return _xla_max_pool(x, window, stride, pads)
 
 
 def _pool_fwd(x, window, stride, pads):
-  y = _xla_max_pool(x, window, stride, pads)
-  return y, (x, y)
+  return _xla_max_pool(x, window, stride, pads), x
 
 
-def _pool_bwd(window, stride, pads, residuals, g):
-  x, y = residuals
+def _pool_bwd(window, stride, pads, x, g):
+  # The winner of each window is the argmax of its positions, recomputed here. Comparing the positions with the
+  # forward's pooled output instead lost gradients: XLA may compute that output from a differently fused (differently
+  # rounded) copy of x, so some windows matched no position; in BatchNorm networks this made the gradient depend on
+  # an example's place in the batch (docs/performance.md).
   n, h, w, c = x.shape
-  ho, wo = y.shape[1:3]
+  ho, wo = g.shape[1:3]
   xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=-jnp.inf)
   hp, wp = xp.shape[1:3]
+  offsets = [(i, j) for i in range(window) for j in range(window)]
+  views = jnp.stack([lax.slice(xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
+                               (1, stride, stride, 1)) for i, j in offsets])  # [window^2, N, Ho, Wo, C]
+  winner = jnp.argmax(views, axis=0)  # the first maximum, row-major: Caffe's and PyTorch's rule for ties
   zero = jnp.zeros((), g.dtype)
-  taken = jnp.zeros(y.shape, bool)
   grad = jnp.zeros(xp.shape, g.dtype)
-  for i in range(window):
-    for j in range(window):
-      view = lax.slice(xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
-                       (1, stride, stride, 1))  # [N, Ho, Wo, C]: the window position (i, j) of every output
-      first = (view == y) & ~taken
-      taken = taken | first
-      # Back to the padded input's grid: output (a, b) sits at (i + stride * a, j + stride * b).
-      grad = grad + lax.pad(jnp.where(first, g, zero), zero, (
-          (0, 0, 0), (i, hp - i - stride * (ho - 1) - 1, stride - 1), (j, wp - j - stride * (wo - 1) - 1, stride - 1),
-          (0, 0, 0)))
+  for k, (i, j) in enumerate(offsets):
+    # Back to the padded input's grid: output (a, b) sits at (i + stride * a, j + stride * b).
+    grad = grad + lax.pad(jnp.where(winner == k, g, zero), zero, (
+        (0, 0, 0), (i, hp - i - stride * (ho - 1) - 1, stride - 1), (j, wp - j - stride * (wo - 1) - 1, stride - 1),
+        (0, 0, 0)))
   return (grad[:, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w],)
 
 

@@ -73,12 +73,9 @@ def _reduce_pool(x: jax.Array, init, op, window: int, stride: int, padding: int,
 
 
 def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0, custom_gradients: str = 'never') -> jax.Array:
-  """Caffe max pooling on NHWC `x`; padding and the round-up overhang count as -inf. `custom_gradients='always'`
-  picks the select-and-scatter-free gradient of cpu_grads.max_pool_nhwc; 'cpu' (the default) leaves the pool to XLA:
-  inside BatchNorm networks that gradient moved with an example's place in the batch (docs/performance.md), which is
-  not explained yet."""
-  custom = cpu_grads.max_pool_nhwc if custom_gradients == 'always' else None
-  cpu_grads.enabled(custom_gradients)  # the policy's name is checked all the same
+  """Caffe max pooling on NHWC `x`; padding and the round-up overhang count as -inf. Where `custom_gradients`
+  (cpu_grads.POLICIES) is enabled, the gradient is cpu_grads.max_pool_nhwc's, free of select-and-scatter."""
+  custom = cpu_grads.max_pool_nhwc if cpu_grads.enabled(custom_gradients) else None
   return _reduce_pool(x, np.array(-np.inf, dtype=x.dtype), jax.lax.max, window, stride, padding, custom)
 
 
