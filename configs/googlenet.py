@@ -36,8 +36,8 @@ def imagenet() -> ml_collections.ConfigDict:
       dropout_rate=0.4,
       aux_dropout_rate=0.7,
       aux_heads=True,
-      custom_gradients='cpu',   # conv kernel gradients as matrix products on CPU ('always': also the max-pool VJP;
-                                # 'never'): same results, ~1.5-3x faster training on XLA:CPU (docs/performance.md)
+      custom_gradients='cpu',   # conv kernel and max-pool gradients without XLA:CPU's slow paths on CPU ('always':
+                                # every backend; 'never'): same results, faster training on CPU (docs/performance.md)
       fuse_1x1=False,           # each block's three 1x1 convs on its input as one convolution (same parameters)
   ))
 
@@ -97,6 +97,7 @@ def imagenet() -> ml_collections.ConfigDict:
 
   # Evaluation, logging, checkpoints.
   c.evaluators = ('classification',)
+  c.eval_crops = 1              # crops per image in the loop's evaluation: 1 (cheap), 10 or 144 (inception/data/crops.py)
   c.eval_every_epochs = 4
   c.log_every_steps = 100
   c.checkpoint_every_steps = 5000

@@ -134,8 +134,13 @@ class Checkpointer:
                          f'Resume it with the config that wrote it (config.json in the workdir), or train this config '
                          f'in a new --config.workdir.')
 
-  def restore(self, target) -> Tuple[Any, Dict[str, Any]]:
-    """Restores the newest checkpoint that reads back completely onto `target`'s shapes, dtypes and shardings.
+  def read_meta(self, step: int) -> Dict[str, Any]:
+    """The meta saved with checkpoint `step` (counts, process count, and the identity: model, classes, image size)."""
+    return self._read_meta(step)
+
+  def restore(self, target, step: Optional[int] = None) -> Tuple[Any, Dict[str, Any]]:
+    """Restores the newest checkpoint that reads back completely onto `target`'s shapes, dtypes and shardings (or
+    exactly checkpoint `step`, a WorkdirError when there is none).
 
     A checkpoint that cannot be read (a truncated or missing file) is skipped with a warning, never deleted, and the
     one before it is tried. One that belongs to another model, class count or image size is a WorkdirError. Returns
@@ -143,7 +148,13 @@ class Checkpointer:
     """
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target)
     failures = []
-    for step in reversed(self.all_steps()):
+    candidates = self.all_steps()
+    if step is not None:
+      if step not in candidates:
+        raise WorkdirError(f'{self.directory} has no checkpoint of step {step}; it has steps '
+                           f'{", ".join(map(str, candidates)) or "none"}.')
+      candidates = [step]
+    for step in reversed(candidates):
       try:
         meta = self._read_meta(step)
       except Exception as e:  # pylint: disable=broad-except

@@ -69,6 +69,38 @@ def _check_value(key: str, current, value: Optional[str]):
         f'--config.{key}={value!r}: expected a value of type {kind.__name__}, like {current!r}.') from None
 
 
+def _parse_value(current, value: Optional[str]):
+  """The command-line text `value` as the type of `current` (checked by _check_value first)."""
+  if isinstance(current, bool):
+    return value is None or value.lower() in ('true', '1')
+  if isinstance(current, int):
+    return int(value)
+  if isinstance(current, float):
+    return float(value)
+  if isinstance(current, (tuple, list)):
+    return type(current)(ast.literal_eval(value))
+  return value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[Tuple[str, Optional[str]]],
+                    where: str = 'the config') -> ml_collections.ConfigDict:
+  """A copy of `config` with `--config.key=value` overrides (parse_overrides' pairs) applied, each value read as the
+  type the key has; ConfigError for an unknown key or a wrong type (commands that load a run's saved config)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  for key, value in overrides:
+    *parents, last = key.split('.')
+    node = config
+    for part in parents:
+      node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+    if not isinstance(node, ml_collections.ConfigDict) or last not in node:
+      raise ConfigError(f'unknown key {key!r} in --config.{key}: {where} has no such key.')
+    if isinstance(node[last], ml_collections.ConfigDict):
+      raise ConfigError(f'--config.{key} names a group of keys; override one of them: {", ".join(node[last])}.')
+    _check_value(key, node[last], value)
+    node[last] = _parse_value(node[last], value)
+  return config
+
+
 def check_overrides(argv: Sequence[str]) -> None:
   """Raises ConfigError for an override naming a key the config does not have, or a value of the wrong type."""
   spec, overrides = parse_overrides(argv)
@@ -149,6 +181,7 @@ RULES = (
     ('checkpoint_every_steps', lambda x: x >= 1, 'an integer >= 1'),
     ('keep_checkpoints', lambda x: x >= 1, 'an integer >= 1'),
     ('eval_every_epochs', lambda x: x > 0, 'a number > 0'),
+    ('eval_crops', lambda x: x in (1, 10, 144), '1, 10 or 144 (crops per image, as the paper evaluates)'),
     ('nan_policy', lambda x: x in ('stop', 'skip'), "'stop' or 'skip'"),
 )
 

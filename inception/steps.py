@@ -125,3 +125,18 @@ def make_eval_step(graphdef, config: ml_collections.ConfigDict
     }
 
   return eval_step
+
+
+def make_predict_step(graphdef, config: ml_collections.ConfigDict
+                      ) -> Callable[[Any, Any, Dict[str, jax.Array]], Dict[str, jax.Array]]:
+  """Returns predict_step(params, model_state, batch) -> {'probs': float32 [B, C]}: the softmax of a model graph in
+  eval mode on the batch's uint8 images (scaled as make_eval_step does). Multi-crop evaluation averages these over
+  an image's crops, as the paper does (averaging beats taking the maximum)."""
+  eval_pp = augment.stage_pp(config.pp, 'eval')
+
+  def predict_step(params, model_state, batch: Dict[str, jax.Array]):
+    model = nnx.merge(graphdef, params, model_state)
+    logits, _ = model(augment.eval_images(batch['image'], eval_pp))
+    return {'probs': jax.nn.softmax(logits.astype(jnp.float32), axis=-1)}
+
+  return predict_step

@@ -92,6 +92,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, devices: Optional[Seq
   start_step = int(state.step)
   if jax.process_index() == 0:
     workdir_lib.write_config(workdir, config, start_step)
+    workdir_lib.write_class_names(workdir, source.class_names)
   writer = metrics.MetricWriter(workdir, resume_step=start_step)
 
   # ---------------------------------------------------------------- Steps and evaluators

@@ -92,3 +92,23 @@ def write_config(workdir: epath.Path, config: ml_collections.ConfigDict, resume_
   if previous is not None and config_changes(previous, config):
     (workdir / f'config.before_step_{resume_step}.json').write_text(path.read_text())
   path.write_text(config.to_json_best_effort(indent=2))
+
+
+def load_config(workdir: epath.Path) -> ml_collections.ConfigDict:
+  """The config a run in `workdir` trained with (its config.json); WorkdirError when there is none."""
+  path = epath.Path(workdir) / 'config.json'
+  if not path.exists():
+    raise WorkdirError(f'{workdir} holds no training run (no config.json). Pass the --config.workdir of a run that '
+                       f'`python -m inception.main` trained.')
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def write_class_names(workdir: epath.Path, names: List[str]) -> None:
+  """classes.json: the run's class names in label order, so evaluation and prediction need no data to name them."""
+  (epath.Path(workdir) / 'classes.json').write_text(json.dumps(list(names), indent=0))
+
+
+def read_class_names(workdir: epath.Path) -> Optional[List[str]]:
+  """The run's classes.json, or None (runs written before it existed)."""
+  path = epath.Path(workdir) / 'classes.json'
+  return json.loads(path.read_text()) if path.exists() else None

@@ -137,3 +137,21 @@ def test_command_line_config_errors_exit_within_seconds_with_one_line(tmp_path):
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines()[-1] == 'ConfigError: --config.num_epochs=-1: expected a number > 0.'
   assert 'Traceback' not in proc.stderr and not workdir.exists()
+
+
+def test_overrides_apply_to_a_saved_config_with_the_keys_types():
+  """apply_overrides (inception.evaluate's --config.* on a run's config.json): values take the key's type, the
+  original is left alone, unknown keys and groups are named."""
+  from inception.config_checks import ConfigError, apply_overrides
+  saved = googlenet.get_config('mini')
+  c = apply_overrides(saved, [('eval_batch_size', '50'), ('optimizer.lr', '0.5'), ('ema.warmup', 'false'),
+                              ('pp.value_range', '(0.0, 1.0)'), ('model.name', 'inception_tiny')])
+  assert (c.eval_batch_size, c.optimizer.lr, c.ema.warmup, tuple(c.pp.value_range), c.model.name) == (
+      50, 0.5, False, (0.0, 1.0), 'inception_tiny')
+  assert saved.eval_batch_size == 100
+  with pytest.raises(ConfigError, match="unknown key 'optimizer.rate'"):
+    apply_overrides(saved, [('optimizer.rate', '1')])
+  with pytest.raises(ConfigError, match='group of keys'):
+    apply_overrides(saved, [('optimizer', '1')])
+  with pytest.raises(ConfigError, match='expected a value of type int'):
+    apply_overrides(saved, [('eval_batch_size', 'many')])

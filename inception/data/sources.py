@@ -209,6 +209,11 @@ class FolderSource:
       ds = ds.shuffle(len(shard), seed=int(shuffle_seed), reshuffle_each_iteration=True)
     return ds
 
+  def shard_position(self, split: str, *, process_index: int, process_count: int) -> Tuple[int, int]:
+    """(start, stride): this process's k-th record of `split` is example start + k * stride of the whole split."""
+    _check_split(split)
+    return process_index, process_count
+
   def lookup(self, split: str):
     """Random access over the whole split: `fn(example_id int64 []) -> {'path', 'label'}` (nothing is read).
 
@@ -272,6 +277,11 @@ class TfdsSource:
     """Number of classes of the 'label' feature."""
     return self.builder.info.features['label'].num_classes
 
+  @property
+  def class_names(self) -> List[str]:
+    """The 'label' feature's names (for imagenet2012, the WordNet ids), in label order."""
+    return list(self.builder.info.features['label'].names)
+
   def num_examples(self, split: str) -> int:
     """Number of examples in `split` ('train' or 'eval'), over all processes (from the dataset info)."""
     _check_split(split)
@@ -284,6 +294,12 @@ class TfdsSource:
   def shard_size(self, split: str, *, process_index: int, process_count: int) -> int:
     """Number of examples in this process's share of `split`."""
     return self.builder.info.splits[self._process_split(split, process_index, process_count)].num_examples
+
+  def shard_position(self, split: str, *, process_index: int, process_count: int) -> Tuple[int, int]:
+    """(start, stride): this process's k-th record of `split` (unshuffled) is example start + k of the whole split
+    (the even shares of tfds.split_for_jax_process are contiguous, in process order)."""
+    start = sum(self.shard_size(split, process_index=p, process_count=process_count) for p in range(process_index))
+    return start, 1
 
   def records(self, split: str, *, process_index: int, process_count: int,
               shuffle_seed: Optional[int] = None) -> tf.data.Dataset:

@@ -1,4 +1,5 @@
-"""Single-crop classification accuracy (top-1, top-5, loss) of the raw and the EMA weights over the whole eval split."""
+"""Classification accuracy (top-1, top-5, loss) of the raw and the EMA weights over the whole eval split: one central
+crop per image, or with `config.eval_crops` = 10 or 144 the paper's multi-crop protocol (evaluators/multicrop.py)."""
 from typing import Dict
 
 import jax
@@ -7,6 +8,7 @@ import numpy as np
 from inception import sharding, steps
 from inception.data import pipeline
 from inception.evaluators import EVALUATORS
+from inception.evaluators.multicrop import MultiCropEvaluator
 
 
 @EVALUATORS.register('classification')
@@ -15,6 +17,9 @@ class ClassificationEvaluator:
 
   def __init__(self, config, eval_graphdef, mesh, source):
     self.mesh = mesh
+    self.num_classes = source.num_classes
+    crops = int(config.get('eval_crops', 1))
+    self.multicrop = MultiCropEvaluator(config, eval_graphdef, mesh, crops, source) if crops > 1 else None
     # Built once: the folder source lists its files only here, not again at every evaluation.
     self.batches = pipeline.eval_batches(config, process_index=jax.process_index(),
                                          process_count=jax.process_count(), source=source)
@@ -22,6 +27,8 @@ class ClassificationEvaluator:
 
   def run(self, state) -> Dict[str, float]:
     weights = {'eval': (state.params, state.model_state), 'eval_ema': (state.ema_params, state.ema_model_state)}
+    if self.multicrop is not None:
+      return self.multicrop.run(weights, self.num_classes)
     sums = {name: None for name in weights}
     for batch in self.batches:
       batch = sharding.to_global(batch, self.mesh)
