@@ -53,14 +53,20 @@ def decay_mask(params):
 
 
 def make_optimizer(config: ml_collections.ConfigDict, schedule) -> optax.GradientTransformation:
-  """SGD with momentum and decoupled-from-the-loss L2 weight decay on kernels only, as Caffe applies it."""
+  """`optimizer.name`: 'sgd' (momentum, Caffe's recipe) or 'rmsprop' (TF's RMSProp as Inception-v3 and later used it:
+  `decay`, `momentum`, `epsilon` inside the square root, accumulators starting at `initial_scale`); either with
+  L2 weight decay on kernels only, then the gradients clipped to `clip_norm` (global norm; 0 or absent: no clipping)."""
   opt = config.optimizer
-  if opt.name != 'sgd':
-    raise ValueError(f'Unknown optimizer {opt.name!r}; known: sgd.')
-  return optax.chain(
-      optax.add_decayed_weights(opt.weight_decay, mask=decay_mask),
-      optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov),
-  )
+  if opt.name == 'sgd':
+    update = optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov)
+  elif opt.name == 'rmsprop':
+    update = optax.rmsprop(schedule, decay=opt.rms_decay, eps=opt.epsilon, initial_scale=opt.initial_scale,
+                           eps_in_sqrt=True, momentum=opt.momentum, nesterov=opt.nesterov)
+  else:
+    raise ValueError(f'Unknown optimizer {opt.name!r}; known: sgd, rmsprop.')
+  clip = [optax.clip_by_global_norm(opt.clip_norm)] if opt.get('clip_norm') else []
+  # The decay joins the gradient before the clip, as TF-slim adds its regularisation loss to the loss it clips.
+  return optax.chain(optax.add_decayed_weights(opt.weight_decay, mask=decay_mask), *clip, update)
 
 
 def ema_decay(cfg: ml_collections.ConfigDict, step: jax.Array) -> jax.Array:

@@ -8,13 +8,15 @@ import json
 from typing import Dict, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 from etils import epath
 from flax import nnx
 
-from inception import checkpoint, config_checks, distributed, metrics, models, optim, preemption, sharding, steps
+from inception import checkpoint, config_checks, distributed, finetune, metrics, models, optim, preemption, sharding
+from inception import steps
 from inception import workdir as workdir_lib
 from inception.errors import DivergedError, WorkdirError
 from inception.data import pipeline
@@ -74,8 +76,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, devices: Optional[Seq
   logging.info('Learning rate %g: %g tuned for batch %d, scaled linearly to batch %d.', optim.base_lr(config),
                config.optimizer.lr, config.optimizer.lr_batch_size, config.batch_size)
   tx = optim.make_optimizer(config, schedule)
+  head_names = ('head',) + tuple(model.aux_names)  # the parts that depend on the classes (finetune.py)
+  if config.get('freeze_backbone'):
+    tx = finetune.frozen_backbone(tx, head_names)
   model.train()
   train_graphdef, state = steps.create_train_state(model, tx, config.seed)
+  if config.get('init_from') and not ckpt.all_steps():  # a resumed run has its fine-tuned weights already
+    params, model_state, _ = finetune.initialize_from(config.init_from, state.params, state.model_state, head_names)
+    state = state.replace(params=params, model_state=model_state, opt_state=tx.init(params),
+                          ema_params=jax.tree.map(jnp.copy, params),
+                          ema_model_state=jax.tree.map(jnp.copy, model_state))
   model.eval()
   eval_graphdef, _, _ = nnx.split(model, nnx.Param, ...)
   del model

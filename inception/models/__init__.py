@@ -13,6 +13,10 @@ MODELS = Registry('model')
 # Imported for their @MODELS.register side effects (after MODELS exists: they import it).
 from inception.models import googlenet  # noqa: E402,F401  pylint: disable=g-import-not-at-top
 from inception.models import tiny  # noqa: E402,F401  pylint: disable=g-import-not-at-top
+from inception.models import inception_v3  # noqa: E402,F401  pylint: disable=g-import-not-at-top
+from inception.models import inception_resnet  # noqa: E402,F401  pylint: disable=g-import-not-at-top
+from inception.models import inception_v4  # noqa: E402,F401  pylint: disable=g-import-not-at-top
+from inception.models import bn_inception  # noqa: E402,F401  pylint: disable=g-import-not-at-top
 
 
 BUILD_ARGUMENTS = ('num_classes', 'image_size', 'rngs')  # passed by build(), never by the model config

@@ -148,13 +148,13 @@ class LocalResponseNorm(nnx.Module):
     return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
 
 
-def _conv(in_channels: int, out_channels: int, kernel: int, stride: int, padding: Padding,
-          use_bias: bool, bias_init: float, dtype: DTypeLike, custom_gradients: str, rngs: nnx.Rngs) -> nnx.Conv:
-  """An nnx.Conv with explicit symmetric padding, xavier kernel and float32 parameters; `custom_gradients` (a cpu_grads
-  policy) picks the matrix-product kernel gradient of cpu_grads.conv_nhwc."""
+def make_conv(in_channels: int, out_channels: int, kernel: Padding, stride: int, padding: Padding,
+              use_bias: bool, bias_init: float, dtype: DTypeLike, custom_gradients: str, rngs: nnx.Rngs) -> nnx.Conv:
+  """An nnx.Conv (kernel an int or (kh, kw)) with explicit symmetric padding, xavier kernel and float32 parameters;
+  `custom_gradients` (a cpu_grads policy) picks the matrix-product kernel gradient of cpu_grads.conv_nhwc."""
   ph, pw = _pair(padding)
   return nnx.Conv(
-      in_channels, out_channels, kernel_size=(kernel, kernel), strides=(stride, stride),
+      in_channels, out_channels, kernel_size=_pair(kernel), strides=(stride, stride),
       padding=((ph, ph), (pw, pw)), use_bias=use_bias, dtype=canonical_dtype(dtype),
       param_dtype=jnp.float32, kernel_init=xavier_init(),
       bias_init=jax.nn.initializers.constant(bias_init),
@@ -167,7 +167,7 @@ class ConvReLU(nnx.Module):
   def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1,
                padding: Padding = 0, *, bias_init: float = 0.2, dtype: DTypeLike = 'float32',
                custom_gradients: str = 'never', rngs: nnx.Rngs):
-    self.conv = _conv(in_channels, out_channels, kernel, stride, padding, True, bias_init, dtype,
+    self.conv = make_conv(in_channels, out_channels, kernel, stride, padding, True, bias_init, dtype,
                       custom_gradients, rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -182,13 +182,16 @@ class ConvReLU(nnx.Module):
 class ConvBNReLU(nnx.Module):
   """Convolution without bias, BatchNorm, ReLU: the unit of the batch-normalized variants."""
 
-  def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1,
-               padding: Padding = 0, *, momentum: float = 0.9, epsilon: float = 1e-3,
+  def __init__(self, in_channels: int, out_channels: int, kernel: Padding, stride: int = 1,
+               padding: Padding = 0, *, momentum: float = 0.9, epsilon: float = 1e-3, scale: bool = True,
                dtype: DTypeLike = 'float32', custom_gradients: str = 'never', rngs: nnx.Rngs):
-    self.conv = _conv(in_channels, out_channels, kernel, stride, padding, False, 0.0, dtype, custom_gradients, rngs)
+    """`kernel` and `padding` are ints or (h, w) pairs; `scale=False` leaves BatchNorm without its multiplier (as
+    Inception-v3 and Inception-ResNet are built in TF-slim and Keras)."""
+    self.conv = make_conv(in_channels, out_channels, kernel, stride, padding, False, 0.0, dtype, custom_gradients,
+                          rngs)
     # use_fast_variance=False: the two-pass var = E[(x - mean)^2], not E[x^2] - mean^2, which cancels badly when
     # mean >> std (as after a bias-free conv), e.g. in bfloat16.
-    self.bn = nnx.BatchNorm(out_channels, momentum=momentum, epsilon=epsilon, use_fast_variance=False,
+    self.bn = nnx.BatchNorm(out_channels, momentum=momentum, epsilon=epsilon, use_fast_variance=False, use_scale=scale,
                             dtype=canonical_dtype(dtype), param_dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:

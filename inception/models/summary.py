@@ -6,6 +6,7 @@ abstractly (jax.make_jaxpr on shape-only values), so it is fast on CPU and also 
 built under nnx.eval_shape. Multiply-adds are counted from the jaxpr of each stage.
 """
 import dataclasses
+import inspect
 import math
 from typing import Any, Dict, Iterator, List, Tuple
 
@@ -85,8 +86,9 @@ def summarize(model: nnx.Module, image_size: int, batch_size: int = 1
   """Rows for each stage (inference path) and each aux head, plus totals.
 
   The model is evaluated in inference mode (a non-mutating copy with deterministic=True and
-  use_running_average=True). Totals: 'params' (all), 'params_without_aux', 'multiply_adds'
-  (stages only, i.e. the inference path).
+  use_running_average=True). Totals: 'params' (all trainable), 'params_without_aux', 'multiply_adds' (stages only,
+  i.e. the inference path), 'batch_statistics' (BatchNorm running means and variances) and 'optional_aux' (whether
+  the model takes aux heads at all).
   """
   model = nnx.with_attributes(model, deterministic=True, use_running_average=True,
                               raise_if_not_found=False)
@@ -109,6 +111,9 @@ def summarize(model: nnx.Module, image_size: int, batch_size: int = 1
       'params': total_params,
       'params_without_aux': total_params - aux_params,
       'multiply_adds': sum(r.multiply_adds for r in rows if r.kind == 'stage'),
+      'batch_statistics': sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(nnx.state(model, nnx.BatchStat))),
+      # The model can be built with or without aux heads (its class takes `aux_heads`).
+      'optional_aux': 'aux_heads' in inspect.signature(type(model).__init__).parameters,
   }
   return rows, totals
 
@@ -127,6 +132,8 @@ def format_summary(rows: List[Row], totals: Dict[str, int]) -> str:
     lines.append(line('aux head', '(training only)', '', ''))
     lines += [line(r.name, str(r.output_shape), r.params, r.multiply_adds) for r in aux_rows]
   lines.append(f'params: {totals["params"]}')
-  lines.append(f'params without aux heads: {totals["params_without_aux"]}')
+  lines.append(f'batch statistics: {totals["batch_statistics"]}')
+  if totals.get('optional_aux'):
+    lines.append(f'params without aux heads: {totals["params_without_aux"]}')
   lines.append(f'multiply-adds: {totals["multiply_adds"]}')
   return '\n'.join(lines)

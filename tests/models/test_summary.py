@@ -87,14 +87,15 @@ def test_summarize_googlenet_totals_and_rows():
 
 
 def test_command_line_prints_totals():
-  """The command ends with the three total lines."""
+  """The command ends with the total lines."""
   result = subprocess.run([sys.executable, '-m', 'inception.models', 'googlenet'],
                           cwd=REPO_ROOT, capture_output=True, text=True, check=True,
                           timeout=120)
-  last = result.stdout.strip().splitlines()[-3:]
+  last = result.stdout.strip().splitlines()[-4:]
   assert last[0] == 'params: 13378280'
-  assert last[1] == 'params without aux heads: 6998552'
-  key, value = last[2].split(': ')
+  assert last[1] == 'batch statistics: 0'  # LRN, no BatchNorm
+  assert last[2] == 'params without aux heads: 6998552'
+  key, value = last[3].split(': ')
   assert key == 'multiply-adds' and 1.5e9 < int(value) < 1.65e9
 
 

@@ -1,0 +1,110 @@
+"""Starting a run from another run's weights (`--config.init_from=WORKDIR[:step]`) and freezing the backbone.
+
+The source run's EMA weights and BatchNorm statistics (its evaluated model) are loaded wherever the new model has the
+same array at the same path with the same shape. Arrays of the classifier head and the aux heads whose shapes differ
+(another number of classes) keep their fresh initialisation; a backbone array missing from the source or of another
+shape is an error, since the two models are then not the same network. One log line says what was loaded,
+re-initialised and left unused. `freeze_backbone=True` trains only the classifier and aux heads (a linear probe when
+there are no aux heads); the backbone's BatchNorm statistics still follow the new data.
+"""
+import re
+from typing import Dict, List, Tuple
+
+import jax
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+from flax import nnx
+from flax import traverse_util
+
+from inception.errors import WorkdirError
+
+
+def parse_init_from(spec: str) -> Tuple[str, int | None]:
+  """'WORKDIR' or 'WORKDIR:STEP' -> (workdir, step or None); a gs:// path keeps its colon."""
+  match = re.fullmatch(r'(.+):(\d+)', spec)
+  return (match.group(1), int(match.group(2))) if match else (spec, None)
+
+
+def _flat(tree) -> Dict[str, np.ndarray]:
+  """Path -> array of a restored (nested dict) nnx.State, without orbax's trailing '/value'."""
+  flat = traverse_util.flatten_dict(tree, sep='/')
+  return {re.sub(r'/value$', '', k): v for k, v in flat.items()}
+
+
+def read_weights(spec: str) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], int]:
+  """The EMA parameters and BatchNorm statistics of run `spec` ('WORKDIR[:step]') as flat path -> numpy dicts."""
+  workdir, step = parse_init_from(spec)
+  directory = epath.Path(workdir) / 'checkpoints'
+  if not directory.exists():
+    raise WorkdirError(f'--config.init_from={spec}: {workdir} has no checkpoints/ folder; name a trained run.')
+  manager = ocp.CheckpointManager(directory.resolve() if not str(directory).startswith('gs://') else directory,
+                                  item_handlers={'state': ocp.StandardCheckpointHandler()})
+  steps = sorted(manager.all_steps())
+  if not steps or (step is not None and step not in steps):
+    raise WorkdirError(f'--config.init_from={spec}: no checkpoint {"of step %d " % step if step else ""}in '
+                       f'{directory} (it has: {", ".join(map(str, steps)) or "none"}).')
+  step = steps[-1] if step is None else step
+  metadata = manager.item_metadata(step)['state']
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
+  state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))['state']
+  manager.close()
+  to_numpy = lambda tree: {k: np.asarray(v) for k, v in _flat(tree).items()}
+  return to_numpy(state['ema_params']), to_numpy(state.get('ema_model_state') or {}), step
+
+
+def is_head(path: str, head_names) -> bool:
+  """Whether `path` lies in the classifier head or an aux head (the parts that depend on the classes)."""
+  return path.split('/')[0] in head_names
+
+
+def merge(target: Dict[str, np.ndarray], source: Dict[str, np.ndarray], head_names, what: str, spec: str
+          ) -> Tuple[Dict[str, np.ndarray], List[str], List[str]]:
+  """target with every matching source array; (merged, re-initialised paths, unused source paths)."""
+  merged, reinit = dict(target), []
+  for path, value in target.items():
+    found = source.get(path)
+    if found is not None and tuple(found.shape) == tuple(value.shape):
+      merged[path] = found.astype(value.dtype)
+    elif is_head(path, head_names):
+      reinit.append(path)
+    else:
+      why = 'missing there' if found is None else f'{tuple(found.shape)} there, {tuple(value.shape)} here'
+      raise WorkdirError(f'--config.init_from={spec}: the backbone does not match this model ({what} {path}: {why}). '
+                         f'Fine-tune from a run of the same architecture (model.name and its widths).')
+  return merged, reinit, sorted(set(source) - set(target))
+
+
+def initialize_from(spec: str, params, model_state, head_names):
+  """(params, model_state) of the new model with run `spec`'s weights loaded where they fit (module docstring)."""
+  src_params, src_stats, step = read_weights(spec)
+  out = []
+  report = {'loaded': 0, 'reinit': [], 'unused': []}
+  for what, state, source in (('parameter', params, src_params), ('statistic', model_state, src_stats)):
+    flat = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(nnx.to_pure_dict(state), sep='/').items()}
+    merged, reinit, unused = merge(flat, source, head_names, what, spec)
+    report['loaded'] += len(flat) - len(reinit)
+    report['reinit'] += reinit
+    report['unused'] += unused
+    pure = traverse_util.unflatten_dict({tuple(k.split('/')): v for k, v in merged.items()})
+    nnx.replace_by_pure_dict(state, pure)
+    out.append(state)
+  logging.info('init_from %s (step %d, EMA weights): loaded %d arrays; re-initialised %d (%s); unused %d (%s).',
+               spec, step, report['loaded'], len(report['reinit']), ', '.join(report['reinit']) or 'none',
+               len(report['unused']), ', '.join(report['unused']) or 'none')
+  return out[0], out[1], report
+
+
+def _first_key(path) -> str:
+  key = path[0]
+  return str(getattr(key, 'key', getattr(key, 'name', key)))
+
+
+def frozen_backbone(tx: optax.GradientTransformation, head_names) -> optax.GradientTransformation:
+  """`tx` for the heads' parameters, no update at all (not even weight decay) for the backbone's."""
+  labels = lambda params: jax.tree_util.tree_map_with_path(
+      lambda path, _: 'train' if _first_key(path) in head_names else 'frozen', params)
+  return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)

@@ -1,0 +1,93 @@
+"""The Inception family: the reference parameter counts, and every model learning, checkpointing, resuming and
+evaluating on the embedded data through the real loop."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from inception import config_checks, models, train
+from inception.models import summary
+from tests.runs import MINI, REPO
+
+FAMILY = ('bn_inception', 'inception_v3', 'inception_v4', 'inception_resnet_v1', 'inception_resnet_v2')
+
+
+def totals(name, image_size, **kwargs):
+  model = nnx.eval_shape(lambda: models.MODELS.get(name)(num_classes=1000, image_size=image_size,
+                                                         rngs=nnx.Rngs(params=0), **kwargs))
+  return summary.summarize(model, image_size)[1]
+
+
+@pytest.mark.parametrize('name,params,stats', [
+    ('inception_v3', 23_817_352, 34_432),         # Keras InceptionV3(weights=None): trainable, non-trainable
+    ('inception_resnet_v2', 55_813_192, 60_544),  # Keras InceptionResNetV2(weights=None)
+])
+def test_keras_reference_counts_at_299_px(name, params, stats):
+  t = totals(name, 299)
+  assert (t['params'], t['batch_statistics']) == (params, stats)
+
+
+def test_the_other_family_members_match_their_documented_figures():
+  assert totals('inception_v4', 299, bn_scale=True)['params'] == 42_679_816  # timm's inception_v4 (BN with scale)
+  assert totals('inception_v4', 299)['params'] == 42_679_816 - 63_168 // 2  # TF-slim: BN offset only
+  assert totals('bn_inception', 224)['params'] == 11_285_224
+  assert totals('inception_resnet_v1', 299)['params'] == 22_742_808
+
+
+def test_models_command_prints_the_exact_figures():
+  out = subprocess.run([sys.executable, '-m', 'inception.models', 'inception_v3', '--image-size', '299'], cwd=REPO,
+                       capture_output=True, text=True, timeout=300, check=True).stdout.splitlines()
+  assert out[-4:-1] == ['params: 23817352', 'batch statistics: 34432', 'params without aux heads: 23817352']
+  assert out[0].split()[:2] == ['stage', 'output']
+
+
+def eight_images(root) -> str:
+  """train/ and val/ splits of two classes, 4 + 2 images each: every batch of 8 is the whole training set."""
+  for split, names in (('train', slice(0, 4)), ('val', slice(4, 6))):
+    for cls in ('Faces_easy', 'Motorbikes'):
+      os.makedirs(os.path.join(root, split, cls))
+      for name in sorted(os.listdir(os.path.join(MINI, cls)))[names]:
+        shutil.copy(os.path.join(MINI, cls, name), os.path.join(root, split, cls, name))
+  return str(root)
+
+
+# The three largest compile for minutes on 2 cores: they run with `make test-slow` (CI runs both).
+HEAVY = ('inception_v4', 'inception_resnet_v1', 'inception_resnet_v2')
+
+
+@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in FAMILY])
+def test_each_model_learns_checkpoints_resumes_and_evaluates(name, tmp_path):
+  """The model's own :mini recipe at 75 px on 8 training images (batch 8: each step sees them all, under mild
+  crops): 4 steps (checkpoints at 2 and 4), then 2 more after a resume from step 4; the training loss falls, the
+  final evaluation covers the 4 held-out images."""
+  c = config_checks.load_config(f'configs/{name}.py:mini')
+  c.data.root, c.workdir = eight_images(tmp_path / 'images'), str(tmp_path / 'run')
+  c.pp.image_size, c.batch_size, c.eval_batch_size = 75, 8, 4
+  c.pp.train.area_range = (0.6, 1.0)
+  c.num_epochs = 4  # one step per epoch
+  c.log_every_steps, c.checkpoint_every_steps, c.eval_every_epochs = 1, 2, 100
+  first = train.train_and_evaluate(c)
+  c.num_epochs = 6
+  resumed = train.train_and_evaluate(c)
+  lines = [json.loads(line) for line in open(tmp_path / 'run' / 'metrics.jsonl')]
+  losses = [m['train/loss'] for m in lines if 'train/loss' in m]
+  assert len(losses) == 6 and np.isfinite(losses).all()
+  assert np.mean(losses[-2:]) < losses[0], losses
+  assert first['eval/examples'] == resumed['eval/examples'] == 4 and resumed['eval/skipped_images'] == 0
+  assert sorted(int(p.name) for p in (tmp_path / 'run' / 'checkpoints').iterdir() if p.name.isdigit())[-1] == 6
+
+
+def test_inception_v3_aux_head_is_optional_and_classifies_from_mixed_6e():
+  model = nnx.eval_shape(lambda: models.MODELS.get('inception_v3')(num_classes=1000, image_size=299, aux_heads=True,
+                                                                   rngs=nnx.Rngs(params=0)))
+  rows, t = summary.summarize(model, 299)
+  (aux,) = [r for r in rows if r.kind == 'aux']
+  assert aux.name == 'aux_6e' and aux.output_shape == (1, 1000)
+  # TF-slim's head: 1x1 conv 128 (BN offset), 5x5 conv 768 (BN offset), linear 768 -> 1000.
+  assert aux.params == 768 * 128 + 128 + 5 * 5 * 128 * 768 + 768 + 768 * 1000 + 1000
+  assert t['params_without_aux'] == 23_817_352

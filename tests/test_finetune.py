@@ -1,0 +1,80 @@
+"""Fine-tuning from another run (`init_from`): loaded, re-initialised and unused arrays, another class count, a
+frozen backbone, and the errors for a run of another architecture."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from inception import finetune, models, train
+from inception.errors import WorkdirError
+from tests.runs import MINI, restore_state, tiny_config
+
+
+def three_classes(root):
+  for cls in ('Faces_easy', 'Motorbikes', 'watch'):
+    os.makedirs(os.path.join(root, cls))
+    for name in sorted(os.listdir(os.path.join(MINI, cls)))[:8]:
+      shutil.copy(os.path.join(MINI, cls, name), os.path.join(root, cls, name))
+  return str(root)
+
+
+def flat(tree):
+  return {k: np.asarray(v) for k, v in finetune._flat(tree).items()}  # pylint: disable=protected-access
+
+
+def test_initialize_from_loads_the_backbone_and_renews_the_classifiers(finished_run):
+  """From the 2-class finished run into a fresh 3-class model: every backbone array (parameters and BatchNorm
+  statistics) is the source's EMA one; the classifier and the aux classifier keep their new initialisation."""
+  source_dir, config, _ = finished_run
+  _, source, _ = restore_state(source_dir)
+  model = models.build(config.model, num_classes=3, image_size=config.pp.image_size, rngs=nnx.Rngs(params=1))
+  _, params, model_state = nnx.split(model, nnx.Param, ...)
+  fresh = flat(nnx.to_pure_dict(params))
+  params, model_state, report = finetune.initialize_from(source_dir, params, model_state, ('head', 'aux_3a'))
+  renewed = {'head/fc/kernel', 'head/fc/bias', 'aux_3a/classifier/kernel', 'aux_3a/classifier/bias'}
+  assert set(report['reinit']) == renewed and report['unused'] == []
+  new, src = flat(nnx.to_pure_dict(params)), flat(source['ema_params'])
+  for k in new:
+    np.testing.assert_array_equal(new[k], fresh[k] if k in renewed else src[k], err_msg=k)
+  stats, src_stats = flat(nnx.to_pure_dict(model_state)), flat(source['ema_model_state'])
+  for k in stats:
+    np.testing.assert_array_equal(stats[k], src_stats[k], err_msg=k)
+
+
+def test_fine_tuning_with_a_frozen_backbone_trains_only_the_heads(finished_run, tmp_path):
+  """The loop with init_from onto 3 classes and freeze_backbone: after training the backbone is exactly the source's
+  EMA weights, the heads moved, the classifier has 3 outputs."""
+  source_dir = finished_run[0]
+  _, source, _ = restore_state(source_dir)
+  c = tiny_config(three_classes(tmp_path / 'images'), tmp_path / 'run', num_epochs=2, init_from=source_dir,
+                  freeze_backbone=True)
+  c.ema.decay = 0.0  # the EMA is the weights themselves, so the checks below read the trained weights
+  train.train_and_evaluate(c)
+  _, tuned, _ = restore_state(str(tmp_path / 'run'))
+  src, new = flat(source['ema_params']), flat(tuned['params'])
+  assert set(src) == set(new) and new['head/fc/kernel'].shape[-1] == 3
+  heads = {k for k in new if k.split('/')[0] in ('head', 'aux_3a')}
+  for k in set(new) - heads:
+    np.testing.assert_array_equal(new[k], src[k], err_msg=k)  # frozen: not even weight decay moved it
+  loaded_heads = {k for k in heads if new[k].shape == src[k].shape}
+  assert loaded_heads and any(not np.array_equal(new[k], src[k]) for k in loaded_heads)  # the heads trained
+
+
+def test_a_backbone_of_another_shape_is_an_error_naming_the_array():
+  target = {'conv1/conv/kernel': np.zeros((7, 7, 3, 32)), 'head/fc/kernel': np.zeros((4, 3))}
+  with pytest.raises(WorkdirError, match='backbone does not match.*conv1/conv/kernel: \\(7, 7, 3, 64\\) there'):
+    finetune.merge(target, {'conv1/conv/kernel': np.zeros((7, 7, 3, 64))}, ('head',), 'parameter', 'W')
+  merged, reinit, unused = finetune.merge(
+      target, {'conv1/conv/kernel': np.ones((7, 7, 3, 32)), 'head/fc/kernel': np.ones((4, 2)),
+               'aux/fc/kernel': np.ones(2)}, ('head',), 'parameter', 'W')
+  assert merged['conv1/conv/kernel'].sum() == 7 * 7 * 3 * 32 and reinit == ['head/fc/kernel']
+  assert unused == ['aux/fc/kernel']
+
+
+def test_init_from_names_a_missing_run_and_parses_steps(tmp_path):
+  assert finetune.parse_init_from('runs/a:1200') == ('runs/a', 1200)
+  assert finetune.parse_init_from('gs://bucket/run') == ('gs://bucket/run', None)
+  with pytest.raises(WorkdirError, match='no checkpoints/ folder'):
+    finetune.read_weights(str(tmp_path))
