@@ -65,6 +65,18 @@ def unit_factory(*, bn_momentum: float, bn_epsilon: float, bn_scale: bool, dtype
                            custom_gradients=custom_gradients, rngs=rngs)
 
 
+def setup(net: nnx.Module, *, num_classes: int, image_size, dtype, bn_momentum: float, bn_epsilon: float,
+          bn_scale: bool, custom_gradients: str, rngs: nnx.Rngs) -> Callable[..., nnx.Module]:
+  """Sets a family network's basics (num_classes, image_size as (h, w), dtype, deterministic) on `net` and returns
+  its conv-BN-ReLU factory (unit_factory)."""
+  net.num_classes = num_classes
+  net.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+  net.dtype = layers.canonical_dtype(dtype)
+  net.deterministic = False
+  return unit_factory(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, bn_scale=bn_scale, dtype=net.dtype,
+                      custom_gradients=custom_gradients, rngs=rngs)
+
+
 def max_pool_valid(x: jax.Array, window: int, stride: int, custom_gradients: str, pad: int = 0) -> jax.Array:
   """Max pooling of NHWC `x` padded by `pad` (-inf) on each side, the output size rounded down (TF's VALID at
   pad 0; at pad (window - 1) / 2 the size of a convolution with the same window, stride and padding)."""

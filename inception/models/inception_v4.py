@@ -8,7 +8,6 @@ from flax import nnx
 
 from inception.models import MODELS
 from inception.models import blocks
-from inception.models import layers
 from inception.models import staged
 from inception.models.blocks import Conv, Pool, Split
 from inception.models.inception_resnet import reduction_a
@@ -50,12 +49,8 @@ class InceptionV4(staged.StagedNet):
   def __init__(self, *, num_classes: int, image_size=299, dtype='float32', dropout_rate: float = 0.2,
                bn_momentum: float = 0.9997, bn_epsilon: float = 1e-3, bn_scale: bool = False,
                custom_gradients: str = 'cpu', rngs: nnx.Rngs):
-    self.num_classes = num_classes
-    self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    self.dtype = layers.canonical_dtype(dtype)
-    self.deterministic = False
-    unit = blocks.unit_factory(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, bn_scale=bn_scale, dtype=self.dtype,
-                               custom_gradients=custom_gradients, rngs=rngs)
+    unit = blocks.setup(self, num_classes=num_classes, image_size=image_size, dtype=dtype, bn_momentum=bn_momentum,
+                        bn_epsilon=bn_epsilon, bn_scale=bn_scale, custom_gradients=custom_gradients, rngs=rngs)
     self.stem = blocks.Steps(3, STEM, unit, custom_gradients)
     channels, names = self.stem.out_channels, ['stem']
     for name, spec, count in LAYOUT:
