@@ -167,4 +167,4 @@ def test_two_processes_evaluate_the_images_one_process_does(finished_run, tmp_pa
   assert [proc.returncode for proc in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
   want = LINE.findall(single.stdout)
   assert len(want) == 1 and LINE.findall(outs[0][0]) == want
-  assert outs[1][0].strip() == ''  # process 1 prints nothing
+  assert not LINE.findall(outs[1][0])  # process 1 prints no result (gloo's connection lines aside)
