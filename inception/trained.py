@@ -53,6 +53,9 @@ def load(workdir: str, mesh, *, overrides: Sequence[Tuple[str, Optional[str]]] =
   if not available:
     raise WorkdirError(f'{workdir} has no checkpoint yet: train it first (python -m inception.main '
                        f'--config=... --config.workdir={workdir}).')
+  if step is not None and step not in available:
+    raise WorkdirError(f'{workdir} has no checkpoint of step {step}; it keeps steps {", ".join(map(str, available))} '
+                       f'(--step takes one of them).')
   meta = probe.read_meta(step if step is not None else available[-1])
   probe.close()
   num_classes = int(meta['num_classes'])

@@ -136,13 +136,16 @@ def test_evaluate_prints_1_10_144_crops_an_ensemble_and_the_table(finished_run, 
   assert re.search(r'images/s, [0-9.]+ crops/s', out.stdout)
 
 
-def test_evaluate_names_a_bad_workdir_and_a_bad_override(finished_run, tmp_path):
+def test_evaluate_names_a_bad_workdir_a_bad_override_and_a_missing_step(finished_run, tmp_path):
   out = subprocess.run([sys.executable, '-m', 'inception.evaluate', f'--workdir={tmp_path}'], cwd=REPO,
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 1 and 'no config.json' in out.stderr
   out = subprocess.run([sys.executable, '-m', 'inception.evaluate', f'--workdir={finished_run[0]}',
                         '--config.eval_batchsize=4'], cwd=REPO, capture_output=True, text=True, timeout=300)
   assert out.returncode == 1 and "unknown key 'eval_batchsize'" in out.stderr
+  out = subprocess.run([sys.executable, '-m', 'inception.evaluate', f'--workdir={finished_run[0]}', '--step=3'],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 1 and 'no checkpoint of step 3; it keeps steps 2, 4' in out.stderr
 
 
 @pytest.mark.slow
