@@ -90,10 +90,12 @@ class InceptionResNet(staged.StagedNet):
       channels, names = self.mixed_5b.out_channels, names + ['mixed_5b']
     for i, (block, count, scale) in enumerate(spec['repeats']):
       last_grid = i == len(spec['repeats']) - 1
-      # v2's very last block8 is unscaled and has no ReLU (Keras: block8_10, scale 1.0, activation None).
-      chain = [blocks.Residual(channels, block, unit, scale=1.0 if last_grid and k == count - 1 and variant == 'v2'
-                               else scale, activation=not (last_grid and k == count - 1 and variant == 'v2'),
-                               **residual) for k in range(count)]
+      chain = []
+      for k in range(count):
+        # v2's very last block8 is unscaled and has no ReLU (Keras: block8_10, scale 1.0, activation None).
+        plain = variant == 'v2' and last_grid and k == count - 1
+        chain.append(blocks.Residual(channels, block, unit, scale=1.0 if plain else scale, activation=not plain,
+                                     **residual))
       setattr(self, REPEAT_NAMES[i], blocks.Repeat(chain))
       names.append(REPEAT_NAMES[i])
       if i < len(spec['reductions']):

@@ -63,7 +63,7 @@ HEAVY = ('inception_v4', 'inception_resnet_v1', 'inception_resnet_v2')
 @pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in FAMILY])
 def test_each_model_learns_checkpoints_resumes_and_evaluates(name, tmp_path):
   """The model's own :mini recipe at 75 px on 8 training images (batch 8: each step sees them all), with dropout and
-  the colour distortions off and mild crops so that step-to-step noise does not hide learning: 8 steps (checkpoints
+  the colour distortions off and mild crops (the inputs a loss-falls check will need): 8 steps (checkpoints
   at 4 and 8), then 4 more after a resume from step 8; every step's loss is finite, the checkpoints and the resume
   hold, the final evaluation covers the 4 held-out images."""
   c = config_checks.load_config(f'configs/{name}.py:mini')
