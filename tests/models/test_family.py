@@ -60,17 +60,31 @@ def eight_images(root) -> str:
 HEAVY = ('inception_v4', 'inception_resnet_v1', 'inception_resnet_v2')
 
 
+# The fixed-batch learning rate per model, for its recipe's own optimizer (SGD for bn_inception, RMSProp for the rest),
+# held at a rate at which 8 images are learned in a few steps. The :mini peaks (~0.01 at batch 8) make the loss jump
+# on one batch; inception_v4, whose last blocks see 1x1 maps at 75 px (BatchNorm over 8 values), needs far less.
+# Measured 2026-12-02 in this test's setting: inception_v3 0.56 -> 0.21 over 8 steps at 1e-3; inception_v4 0.78 ->
+# 0.22 at 1e-5 (at 3e-5 it wavered, at 1e-3 it stayed near ln 2); on one fixed batch, inception_resnet_v1 and v2
+# fell from 1.04 and 0.66 to 0.21 and 0.20 over 10 steps at 1e-3.
+FIXED_BATCH_LR = {'bn_inception': 0.01, 'inception_v3': 1e-3, 'inception_v4': 1e-5, 'inception_resnet_v1': 1e-3,
+                  'inception_resnet_v2': 1e-3}
+
+
 @pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in FAMILY])
 def test_each_model_learns_checkpoints_resumes_and_evaluates(name, tmp_path):
-  """The model's own :mini recipe at 75 px on 8 training images (batch 8: each step sees them all), with dropout and
-  the colour distortions off and mild crops (the inputs a loss-falls check will need): 8 steps (checkpoints
-  at 4 and 8), then 4 more after a resume from step 8; every step's loss is finite, the checkpoints and the resume
-  hold, the final evaluation covers the 4 held-out images."""
+  """The model's own :mini recipe at 75 px on 8 training images (batch 8: each step sees them all) with dropout, the
+  colour distortions, flips, random crops and random resize methods off (each step's batch is the same 8 whole images:
+a resize method drawn per step was enough to keep inception_v3's loss at ln 2) and a constant rate:
+  8 steps (checkpoints at 4 and 8), then 4 more after a resume from step 8. The loss on that batch falls to under
+  60% of the first step's, the checkpoints and the resume hold, the final evaluation covers the 4 held-out images."""
   c = config_checks.load_config(f'configs/{name}.py:mini')
   c.data.root, c.workdir = eight_images(tmp_path / 'images'), str(tmp_path / 'run')
   c.pp.image_size, c.batch_size, c.eval_batch_size = 75, 8, 4
-  c.pp.train.update(area_range=(0.8, 1.0), brightness=0.0, hue=0.0, contrast=(1.0, 1.0), saturation=(1.0, 1.0))
+  c.pp.train.update(area_range=(1.0, 1.0), flip=False, interpolations=('bilinear',), brightness=None, hue=None,
+                    contrast=None, saturation=None)
   c.model.dropout_rate = 0.0
+  c.optimizer.lr = FIXED_BATCH_LR[name] * c.optimizer.lr_batch_size / c.batch_size
+  c.schedule.update(name='staircase', decay_rate=1.0, warmup_epochs=0)
   c.num_epochs = 8  # one step per epoch
   c.log_every_steps, c.checkpoint_every_steps, c.eval_every_epochs = 1, 4, 100
   first = train.train_and_evaluate(c)
@@ -79,8 +93,8 @@ def test_each_model_learns_checkpoints_resumes_and_evaluates(name, tmp_path):
   lines = [json.loads(line) for line in open(tmp_path / 'run' / 'metrics.jsonl')]
   losses = [m['train/loss'] for m in lines if 'train/loss' in m]
   assert len(losses) == 12 and np.isfinite(losses).all()
-  # Not asserted yet: that the loss falls. Over 12 steps it did for four models and hovered at ln 2 for inception_v3
-  # (2026-12-02); a deterministic check (fixed batch, no augmentation, a tuned rate) is left for the family issue.
+  assert np.mean(losses[-3:]) < 0.6 * losses[0], losses
+  assert [m['train/lr'] for m in lines if 'train/lr' in m] == pytest.approx([FIXED_BATCH_LR[name]] * 12)
   assert first['eval/examples'] == resumed['eval/examples'] == 4 and resumed['eval/skipped_images'] == 0
   assert sorted(int(p.name) for p in (tmp_path / 'run' / 'checkpoints').iterdir() if p.name.isdigit())[-1] == 12
 
