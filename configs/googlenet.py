@@ -58,6 +58,8 @@ def imagenet() -> ml_collections.ConfigDict:
   c.pp = ml_collections.ConfigDict(dict(
       image_size=224,
       value_range=(-1.0, 1.0),
+      mean=(0.0, 0.0, 0.0),             # then (x - mean) / std per RGB channel: kept at 0 / 1 for training from
+      std=(1.0, 1.0, 1.0),              # scratch; imported weights set their own (inception.convert)
       train=dict(
           name='inception_crop',
           area_range=(0.08, 1.0),          # the paper: patches of 8%-100% of the image area

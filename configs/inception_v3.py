@@ -58,7 +58,7 @@ def mini_variant(c: ml_collections.ConfigDict, workdir: str) -> ml_collections.C
 
 
 def imagenet() -> ml_collections.ConfigDict:
-  c = rmsprop_recipe(googlenet.imagenet(), model_config('inception_v3', aux_heads=False))
+  c = rmsprop_recipe(googlenet.imagenet(), model_config('inception_v3', aux_heads=False, pool_count_padding=False))
   c.workdir = 'runs/inception_v3_imagenet'
   return c
 

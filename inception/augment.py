@@ -60,22 +60,35 @@ def distort_colours(image: jax.Array, key: jax.Array, ops: Sequence[Distortion])
   return image
 
 
-def to_value_range(image: jax.Array, value_range: Sequence[float]) -> jax.Array:
-  """Float pixels in [0, 1] (clipped first) mapped linearly onto `value_range` = (lo, hi)."""
+def to_value_range(image: jax.Array, value_range: Sequence[float], mean: Sequence[float] = (0.0, 0.0, 0.0),
+                   std: Sequence[float] = (1.0, 1.0, 1.0)) -> jax.Array:
+  """Float pixels in [0, 1] (clipped first) mapped linearly onto `value_range` = (lo, hi), then standardised per RGB
+  channel: (x - mean) / std (the default leaves it out; imported weights may expect, e.g., Caffe's 0-255 minus the
+  ImageNet mean)."""
   lo, hi = float(value_range[0]), float(value_range[1])
-  return lo + jnp.clip(image, 0.0, 1.0) * (hi - lo)
+  x = lo + jnp.clip(image, 0.0, 1.0) * (hi - lo)
+  mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+  if mean != (0.0, 0.0, 0.0) or std != (1.0, 1.0, 1.0):
+    x = (x - jnp.asarray(mean, x.dtype)) / jnp.asarray(std, x.dtype)
+  return x
+
+
+def scaled(images: jax.Array, pp: Mapping[str, Any]) -> jax.Array:
+  """Float pixels in [0, 1] in pp's input convention: `value_range`, and `mean` / `std` where the pp has them (runs
+  written before those keys existed have neither)."""
+  return to_value_range(images, pp['value_range'], pp.get('mean', (0.0, 0.0, 0.0)), pp.get('std', (1.0, 1.0, 1.0)))
 
 
 def train_images(images: jax.Array, seeds: jax.Array, pp: Mapping[str, Any]) -> jax.Array:
-  """uint8 [B, S, S, 3] and per-example uint32 seeds [B, 2] -> float32 [B, S, S, 3] distorted, in pp's value_range."""
+  """uint8 [B, S, S, 3] and per-example uint32 seeds [B, 2] -> float32 [B, S, S, 3] distorted, scaled as pp says."""
   ops = photometric_ops(pp)
   x = images.astype(jnp.float32) / 255.0
   if ops:
     keys = jax.vmap(jax.random.wrap_key_data)(seeds.astype(jnp.uint32))
     x = jax.vmap(lambda image, key: distort_colours(image, key, ops))(x, keys)
-  return to_value_range(x, pp['value_range'])
+  return scaled(x, pp)
 
 
 def eval_images(images: jax.Array, pp: Mapping[str, Any]) -> jax.Array:
-  """uint8 [B, S, S, 3] -> float32 [B, S, S, 3] in pp's value_range."""
-  return to_value_range(images.astype(jnp.float32) / 255.0, pp['value_range'])
+  """uint8 [B, S, S, 3] -> float32 [B, S, S, 3] scaled as pp says (`scaled`)."""
+  return scaled(images.astype(jnp.float32) / 255.0, pp)

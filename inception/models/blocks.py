@@ -5,7 +5,8 @@ A block is a tuple of branches; a branch is a tuple of steps run in order; a ste
 - `Conv(name, out, kernel, stride=1, padding='same')` (kernel an int or (kh, kw); 'same' pads (k - 1) / 2 on each
   side, which is TF's 'SAME' at stride 1; 'valid' pads nothing; or explicit ints),
 - `Pool('max' | 'avg', window, stride, padding)` ('valid': TF's floor rounding; 'same': stride-1 average windows
-  centred, the average over the window's part inside the image, as TF; an int: max pooling over -inf padding),
+  centred, the average over the window's part inside the image, as TF; an int: max pooling over -inf padding, or
+  average pooling over zero padding divided by the whole window, as PyTorch's count_include_pad),
 - `Split(conv_a, conv_b)`: two convolutions of the same input, concatenated (Inception-v3's 1x3 / 3x1 pairs).
 The branches' outputs are concatenated on channels. Each named conv is an attribute of the block, so parameter paths
 read like the reference implementations' (`mixed_5b/branch5x5_1/conv/kernel`).
@@ -104,10 +105,20 @@ def pool(x: jax.Array, step: Pool, custom_gradients: str) -> jax.Array:
     return avg_pool_same(x, step.window)
   if step.kind == 'max':
     return max_pool_valid(x, step.window, step.stride, custom_gradients, 0 if step.padding == 'valid' else step.padding)
-  acc = jnp.promote_types(x.dtype, jnp.float32)  # VALID average: every window lies inside the image
+  # 'valid': every window lies inside the image; an int: zero padding counted in the divisor (PyTorch's default).
+  pad = 0 if step.padding == 'valid' else int(step.padding)
+  acc = jnp.promote_types(x.dtype, jnp.float32)
   sums = jax.lax.reduce_window(x.astype(acc), np.array(0, acc), jax.lax.add, (1, step.window, step.window, 1),
-                               (1, step.stride, step.stride, 1), 'VALID')
+                               (1, step.stride, step.stride, 1), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
   return (sums / (step.window * step.window)).astype(x.dtype)
+
+
+def count_padding(spec: Sequence[Branch]) -> Tuple[Branch, ...]:
+  """`spec` with its stride-1 'same' average pools dividing by the whole window, zero padding included (PyTorch's
+  default, as timm's Inception-v3 averages)."""
+  def step(s):
+    return Pool('avg', s.window, 1, (s.window - 1) // 2) if isinstance(s, Pool) and s.padding == 'same' else s
+  return tuple(tuple(step(s) for s in branch) for branch in spec)
 
 
 def _channels(steps: Branch, in_channels: int) -> int:

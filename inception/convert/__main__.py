@@ -1,0 +1,48 @@
+"""Import pretrained weights: `python -m inception.convert --format=FORMAT --model=NAME FILE --out=DIR`.
+
+  --format=keras_h5          Keras applications' .h5 (InceptionV3, InceptionResNetV2; with or without the top)
+  --format=timm_safetensors  timm's model.safetensors (inception_v3, inception_v4, inception_resnet_v2)
+  --format=onnx              the ONNX model zoo's BVLC GoogLeNet (googlenet)
+
+DIR becomes a workdir holding the model's recipe config (configs/<NAME>.py) with the weights' input convention, the
+class names and a step-0 checkpoint: `python -m inception.evaluate --workdir=DIR`, `python -m inception.predict
+--workdir=DIR IMAGE...` and `--config.init_from=DIR` read it. 1001-class files (index 0 = background) lose that
+class by default (`--background=keep` keeps it). Nothing is downloaded: FILE is the file you fetched. The last line is
+`converted: N tensors -> DIR`.
+"""
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+
+from absl import app, flags
+
+_FORMAT = flags.DEFINE_enum('format', None, ['keras_h5', 'timm_safetensors', 'onnx'], 'The weight file\'s format.',
+                            required=True)
+_MODEL = flags.DEFINE_string('model', None, 'The model here (a configs/<model>.py recipe).', required=True)
+_OUT = flags.DEFINE_string('out', None, 'The workdir to write (must not hold a run).', required=True)
+_BACKGROUND = flags.DEFINE_enum('background', 'drop', ['drop', 'keep'], '1001-class files: drop the background class '
+                                '(index 0) or keep it as class 0.')
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', None, 'The input side to record (default: the weights\' own).')
+
+
+def main(argv):
+  if len(argv) != 2:
+    raise app.UsageError('Pass exactly one weight file: python -m inception.convert --format=... --model=... FILE '
+                         '--out=DIR')
+  from inception.convert import importer  # pylint: disable=import-outside-toplevel
+  from inception.errors import UserError  # pylint: disable=import-outside-toplevel
+  try:
+    record = importer.convert(_FORMAT.value, _MODEL.value, argv[1], _OUT.value, background=_BACKGROUND.value,
+                              image_size=_IMAGE_SIZE.value)
+  except UserError as e:
+    sys.exit(f'{type(e).__name__}: {e}')
+  for line in record['notes'] + [record['classes']]:
+    print(line)
+  if record['left_initialised']:
+    print(f'left at their initialisation: {", ".join(sorted({p.split("/")[0] for p in record["left_initialised"]}))}')
+  print(f'converted: {record["tensors_used"]} tensors -> {_OUT.value}', flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)
