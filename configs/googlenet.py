@@ -46,6 +46,8 @@ def imagenet() -> ml_collections.ConfigDict:
       source='tfds',
       root='',                  # image folder (source='folder')
       val_fraction=0.2,         # folder without train/ and val/ subfolders: held-out fraction, split by file-name hash
+      exclude_classes=(),       # folder: class subfolders left out (configs/finetune.py pretrains without the
+                                # embedded classes)
       tfds_name='imagenet2012',
       tfds_data_dir='',         # '' = TFDS default (~/tensorflow_datasets)
       train_split='train',
@@ -103,6 +105,7 @@ def imagenet() -> ml_collections.ConfigDict:
   c.init_from = ''              # 'WORKDIR[:step]': start from that run's EMA weights (heads re-initialised where the
                                 # classes differ; inception/finetune.py)
   c.freeze_backbone = False     # train only the classifier and aux heads (with init_from: a linear probe)
+  c.backbone_lr_scale = 1.0     # the backbone's learning rate as a fraction of the heads' (fine-tuning: e.g. 0.1)
   c.eval_every_epochs = 4
   c.log_every_steps = 100
   c.checkpoint_every_steps = 5000

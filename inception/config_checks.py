@@ -158,6 +158,7 @@ RULES = (
     ('pp.value_range', lambda r: r[0] < r[1], 'a (low, high) pair with low < high, e.g. (-1.0, 1.0)'),
     ('pp.mean', lambda m: len(m) == 3, 'three numbers, one per RGB channel, e.g. (0.0, 0.0, 0.0)'),
     ('pp.std', lambda s: len(s) == 3 and min(s) > 0, 'three numbers > 0, one per RGB channel, e.g. (1.0, 1.0, 1.0)'),
+    ('backbone_lr_scale', lambda x: x >= 0, 'a number >= 0 (1: the same rate as the heads; 0: use freeze_backbone)'),
     ('pp.train.area_range', _range_pair(0.0, 1.0), '0 < low <= high <= 1, e.g. (0.08, 1.0)'),
     ('pp.train.aspect_range', _range_pair(0.0, _INF), '0 < low <= high, e.g. (0.75, 1.333)'),
     ('pp.train.max_attempts', lambda x: x >= 1, 'an integer >= 1'),

@@ -5,7 +5,8 @@ same array at the same path with the same shape. Arrays of the classifier head a
 (another number of classes) keep their fresh initialisation; a backbone array missing from the source or of another
 shape is an error, since the two models are then not the same network. One log line says what was loaded,
 re-initialised and left unused. `freeze_backbone=True` trains only the classifier and aux heads (a linear probe when
-there are no aux heads); the backbone's BatchNorm statistics still follow the new data.
+there are no aux heads; the backbone's BatchNorm statistics still follow the new data); `backbone_lr_scale` trains the
+backbone at that fraction of the heads' learning rate.
 """
 import re
 from typing import Dict, List, Tuple
@@ -103,8 +104,28 @@ def _first_key(path) -> str:
   return str(getattr(key, 'key', getattr(key, 'name', key)))
 
 
+def _labels(head_names, backbone: str):
+  """params -> 'train' for the heads' leaves, `backbone` for the others (the optimizer-state keys)."""
+  return lambda params: jax.tree_util.tree_map_with_path(
+      lambda path, _: 'train' if _first_key(path) in head_names else backbone, params)
+
+
 def frozen_backbone(tx: optax.GradientTransformation, head_names) -> optax.GradientTransformation:
   """`tx` for the heads' parameters, no update at all (not even weight decay) for the backbone's."""
-  labels = lambda params: jax.tree_util.tree_map_with_path(
-      lambda path, _: 'train' if _first_key(path) in head_names else 'frozen', params)
-  return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)
+  return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, _labels(head_names, 'frozen'))
+
+
+def scaled_backbone(tx: optax.GradientTransformation, head_names, scale: float) -> optax.GradientTransformation:
+  """`tx` for the heads, `tx` with its updates times `scale` for the backbone: the backbone's learning rate (and
+  decay step) `scale` times the heads' (`backbone_lr_scale`, e.g. 0.1 when fine-tuning). Each part keeps its own
+  optimizer state, so a recipe's gradient clipping applies to the two parts separately."""
+  return optax.multi_transform({'train': tx, 'backbone': optax.chain(tx, optax.scale(scale))},
+                               _labels(head_names, 'backbone'))
+
+
+def optimizer(tx: optax.GradientTransformation, config, head_names) -> optax.GradientTransformation:
+  """The loop's optimizer with the config's fine-tuning choice: `freeze_backbone`, or `backbone_lr_scale` != 1."""
+  if config.get('freeze_backbone'):
+    return frozen_backbone(tx, head_names)
+  scale = float(config.get('backbone_lr_scale', 1.0))
+  return tx if scale == 1.0 else scaled_backbone(tx, head_names, scale)

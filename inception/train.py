@@ -77,8 +77,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, devices: Optional[Seq
                config.optimizer.lr, config.optimizer.lr_batch_size, config.batch_size)
   tx = optim.make_optimizer(config, schedule)
   head_names = ('head',) + tuple(model.aux_names)  # the parts that depend on the classes (finetune.py)
-  if config.get('freeze_backbone'):
-    tx = finetune.frozen_backbone(tx, head_names)
+  tx = finetune.optimizer(tx, config, head_names)  # freeze_backbone / backbone_lr_scale
   model.train()
   train_graphdef, state = steps.create_train_state(model, tx, config.seed)
   if config.get('init_from') and not ckpt.all_steps():  # a resumed run has its fine-tuned weights already

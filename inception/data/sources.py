@@ -131,10 +131,11 @@ class FolderSource:
     self.root = resolve_root(data_config.root)
     self.ignored_files: Dict[str, int] = collections.Counter()  # by kind: '.webp', '.txt', 'hidden', ...
     self._files: Dict[str, List[Tuple[str, int]]] = {s: [] for s in SPLITS}  # (path, label) sorted
+    excluded = set(data_config.get('exclude_classes') or ())
     if (self.root / 'train').is_dir() and (self.root / 'val').is_dir():
-      self.class_names = _subdirs(self.root / 'train')
+      self.class_names = self._kept(_subdirs(self.root / 'train'), excluded)
       for split, sub in (('train', 'train'), ('eval', 'val')):
-        unknown = set(_subdirs(self.root / sub)) - set(self.class_names)
+        unknown = set(_subdirs(self.root / sub)) - set(self.class_names) - excluded
         if unknown:
           raise DataError(f'{self.root / sub} has classes that {self.root / "train"} lacks: {sorted(unknown)}. Add '
                           f'their training images to train/, or remove them from {sub}/.')
@@ -142,7 +143,7 @@ class FolderSource:
           if (self.root / sub / name).is_dir():
             self._add(split, self.root / sub / name, label, val_fraction=None)
     else:
-      self.class_names = _subdirs(self.root)
+      self.class_names = self._kept(_subdirs(self.root), excluded)
       for label, name in enumerate(self.class_names):
         self._add(None, self.root / name, label, val_fraction=float(data_config.val_fraction))
     for split in SPLITS:
@@ -152,6 +153,15 @@ class FolderSource:
     if warning:
       logging.warning('%s', warning)
     self._check_classes()
+
+  def _kept(self, names: List[str], excluded) -> List[str]:
+    """The class folders less `data.exclude_classes` (e.g. the classes a later fine-tuning evaluates on); a name
+    that is not a class folder is a DataError, so a typo does not leave a class in."""
+    missing = sorted(set(excluded) - set(names))
+    if missing:
+      raise DataError(f'--config.data.exclude_classes names {missing}, which {self.root} has no folder for (its '
+                      f'classes: {", ".join(names[:10])}{", ..." if len(names) > 10 else ""}).')
+    return [n for n in names if n not in excluded]
 
   def _check_classes(self) -> None:
     """DataError for a folder with no images or fewer than two classes; a warning for classes with no training image."""

@@ -1,6 +1,6 @@
 """A BVLC GoogLeNet ONNX file written with onnx.helper: the zoo's graph (Caffe's layers, LRN, ceil-rounded pools as
 bottom/right padding, Gemm with transB, softmax) and its 116 initializer names and shapes, with weights of our choice."""
-from typing import Callable, Dict
+from typing import Dict
 
 import numpy as np
 import onnx
@@ -86,6 +86,13 @@ def write(path: str, weights: Dict[str, np.ndarray], size: int = 224, logits: bo
       'data_0', onnx.TensorProto.FLOAT, [1, 3, size, size])], [helper.make_tensor_value_info(
           'prob_1', onnx.TensorProto.FLOAT, [1, classes])] + ([helper.make_tensor_value_info(
               'logits', onnx.TensorProto.FLOAT, [1, classes])] if logits else []), inits)
+  onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 9)]), path)
+
+
+def write_initializers_only(path: str, weights: Dict[str, np.ndarray]) -> None:
+  """A graph holding only the initializers (for files that must fail before any node matters)."""
+  inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in weights.items()]
+  graph = helper.make_graph([], 'bvlc_googlenet', [], [], inits)
   onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 9)]), path)
 
 
