@@ -1,15 +1,17 @@
 """Starting a run from another run's weights (`--config.init_from=WORKDIR[:step]`) and freezing the backbone.
 
 The source run's EMA weights and BatchNorm statistics (its evaluated model) are loaded wherever the new model has the
-same array at the same path with the same shape. Arrays of the classifier head and the aux heads whose shapes differ
+same array at the same path with the same shape, after checking that the source run (its config.json) was built with
+the same architecture keys and input convention (MATCHING_KEYS: e.g. timm's weights need model.bn_scale=True). Arrays of the classifier head and the aux heads whose shapes differ
 (another number of classes) keep their fresh initialisation; a backbone array missing from the source or of another
 shape is an error, since the two models are then not the same network. One log line says what was loaded,
 re-initialised and left unused. `freeze_backbone=True` trains only the classifier and aux heads (a linear probe when
 there are no aux heads; the backbone's BatchNorm statistics still follow the new data); `backbone_lr_scale` trains the
 backbone at that fraction of the heads' learning rate.
 """
+import json
 import re
-from typing import Dict, List, Tuple
+from typing import Dict, List, Mapping, Tuple
 
 import jax
 import numpy as np
@@ -20,6 +22,7 @@ from etils import epath
 from flax import nnx
 from flax import traverse_util
 
+from inception import workdir as workdir_lib
 from inception.errors import WorkdirError
 
 
@@ -57,6 +60,40 @@ def read_weights(spec: str) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray
   return to_numpy(state['ema_params']), to_numpy(state.get('ema_model_state') or {}), step
 
 
+# What a run's weights were built and trained with that a fine-tuning run must share: the architecture keys that
+# change the computation without changing any array's shape, and the input convention.
+MATCHING_KEYS = ('model.name', 'model.bn_scale', 'model.bn_epsilon', 'model.pool_count_padding', 'pp.value_range',
+                 'pp.mean', 'pp.std')
+
+
+def _lookup(tree, dotted: str):
+  for part in dotted.split('.'):
+    if not isinstance(tree, Mapping) or part not in tree:
+      return None
+    tree = tree[part]
+  return list(tree) if isinstance(tree, (list, tuple)) else tree
+
+
+def check_source_config(spec: str, config) -> None:
+  """WorkdirError when run `spec` was built or fed otherwise than `config` in a MATCHING_KEYS key (its config.json;
+  a key either lacks is not compared), naming the overrides that make them match."""
+  previous = workdir_lib.previous_config(epath.Path(parse_init_from(spec)[0]))
+  if previous is None:
+    return
+  ours = json.loads(config.to_json_best_effort())
+  pairs = [(key, _lookup(previous, key), _lookup(ours, key)) for key in MATCHING_KEYS]
+  differ = [(key, theirs, mine) for key, theirs, mine in pairs if None not in (theirs, mine) and theirs != mine]
+  if differ:
+    def flag(key, value):
+      if isinstance(value, list):
+        return f'"--config.{key}={tuple(value)}"'
+      return f'--config.{key}={value!r}' if isinstance(value, str) else f'--config.{key}={value}'
+    raise WorkdirError(f'--config.init_from={spec}: its weights were built and fed with '
+                       f'{", ".join(f"{k}={t}" for k, t, _ in differ)}; this config has '
+                       f'{", ".join(f"{k}={m}" for k, _, m in differ)}. Fine-tune with the weights\' settings: '
+                       f'{" ".join(flag(k, t) for k, t, _ in differ)}.')
+
+
 def is_head(path: str, head_names) -> bool:
   """Whether `path` lies in the classifier head or an aux head (the parts that depend on the classes)."""
   return path.split('/')[0] in head_names
@@ -76,11 +113,21 @@ def merge(target: Dict[str, np.ndarray], source: Dict[str, np.ndarray], head_nam
       why = 'missing there' if found is None else f'{tuple(found.shape)} there, {tuple(value.shape)} here'
       raise WorkdirError(f'--config.init_from={spec}: the backbone does not match this model ({what} {path}: {why}). '
                          f'Fine-tune from a run of the same architecture (model.name and its widths).')
-  return merged, reinit, sorted(set(source) - set(target))
+  unused = sorted(set(source) - set(target))
+  stages = {path.split('/')[0] for path in target}
+  stray = [path for path in unused if path.split('/')[0] in stages and not is_head(path, head_names)]
+  if stray:  # e.g. BatchNorm scales the new model lacks: the same shapes would compute another function
+    raise WorkdirError(f'--config.init_from={spec}: the source has {what}s this model\'s backbone lacks ({len(stray)}, '
+                       f'e.g. {stray[0]}). Fine-tune a model of the same architecture (model.name and its keys, e.g. '
+                       f'model.bn_scale, as in the source\'s config.json).')
+  return merged, reinit, unused
 
 
-def initialize_from(spec: str, params, model_state, head_names):
-  """(params, model_state) of the new model with run `spec`'s weights loaded where they fit (module docstring)."""
+def initialize_from(spec: str, params, model_state, head_names, config=None):
+  """(params, model_state) of the new model with run `spec`'s weights loaded where they fit (module docstring);
+  with `config`, first check_source_config."""
+  if config is not None:
+    check_source_config(spec, config)
   src_params, src_stats, step = read_weights(spec)
   out = []
   report = {'loaded': 0, 'reinit': [], 'unused': []}

@@ -81,7 +81,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, devices: Optional[Seq
   model.train()
   train_graphdef, state = steps.create_train_state(model, tx, config.seed)
   if config.get('init_from') and not ckpt.all_steps():  # a resumed run has its fine-tuned weights already
-    params, model_state, _ = finetune.initialize_from(config.init_from, state.params, state.model_state, head_names)
+    params, model_state, _ = finetune.initialize_from(config.init_from, state.params, state.model_state, head_names,
+                                                      config)
     state = state.replace(params=params, model_state=model_state, opt_state=tx.init(params),
                           ema_params=jax.tree.map(jnp.copy, params),
                           ema_model_state=jax.tree.map(jnp.copy, model_state))

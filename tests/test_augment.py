@@ -78,6 +78,22 @@ def test_scaling_to_the_value_range_and_no_distortion_when_off():
   np.testing.assert_allclose(plain, scaled, atol=1e-6)
 
 
+def test_a_per_channel_mean_and_std_follow_the_value_range():
+  """Caffe's convention (0-255 less the ImageNet mean, per RGB channel) and timm's (mean / std), in both steps; the
+  default mean 0 / std 1 changes nothing."""
+  images = pixels([2, 4, 4, 3])
+  caffe = {'value_range': (0.0, 255.0), 'mean': (123.68, 116.779, 103.939), 'std': (1.0, 1.0, 1.0)}
+  np.testing.assert_allclose(np.asarray(augment.eval_images(images, caffe)),
+                             images.astype(np.float32) - np.array(caffe['mean'], np.float32), atol=1e-3)
+  imagenet = {'value_range': (0.0, 1.0), 'mean': (0.485, 0.456, 0.406), 'std': (0.229, 0.224, 0.225)}
+  expect = (images / 255.0 - np.array(imagenet['mean'])) / np.array(imagenet['std'])
+  np.testing.assert_allclose(np.asarray(augment.train_images(images, seeds(2), {**OFF, **imagenet})), expect,
+                             atol=1e-5)
+  np.testing.assert_array_equal(
+      np.asarray(augment.eval_images(images, {'value_range': (-1.0, 1.0), 'mean': (0.0,) * 3, 'std': (1.0,) * 3})),
+      np.asarray(augment.eval_images(images, {'value_range': (-1.0, 1.0)})))
+
+
 def test_stage_pp_overlays_the_stage_keys():
   pp = ml_collections.ConfigDict(dict(image_size=8, value_range=(0, 1), train=dict(hue=0.1),
                                       eval=dict(value_range=(-1, 1))))

@@ -44,6 +44,20 @@ def test_caltech101_variant_reads_the_full_folder():
   assert batch['label'].max() < 101
 
 
+@pytest.mark.skipif(not os.path.isdir(FULL_CALTECH), reason='the full Caltech 101 is not at ../shared/data/caltech101')
+def test_finetune_pretraining_leaves_out_exactly_the_embedded_classes():
+  """The README's `configs/finetune.py:mini_pretrain`: the full Caltech 101 less the embedded subset's 10 classes, so
+  its fine-tuning (`:mini`) is evaluated on classes the pretraining never saw."""
+  from inception.data import pipeline
+  c = config_checks.load_config('configs/finetune.py:mini_pretrain')
+  c.data.root = FULL_CALTECH
+  source = pipeline.build_source(c)
+  embedded = sorted(e for e in os.listdir(os.path.join(os.path.dirname(__file__), '..', 'data', 'caltech101-mini'))
+                    if not e.endswith('.md'))
+  assert sorted(c.data.exclude_classes) == embedded and source.num_classes == 91
+  assert not set(source.class_names) & set(embedded)
+
+
 def test_unknown_variant():
   with pytest.raises(ValueError, match="Unknown googlenet config variant 'nope'"):
     googlenet.get_config('nope')

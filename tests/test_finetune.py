@@ -78,3 +78,49 @@ def test_init_from_names_a_missing_run_and_parses_steps(tmp_path):
   assert finetune.parse_init_from('gs://bucket/run') == ('gs://bucket/run', None)
   with pytest.raises(WorkdirError, match='no checkpoints/ folder'):
     finetune.read_weights(str(tmp_path))
+
+
+def test_the_backbone_learns_at_backbone_lr_scale_times_the_heads_rate():
+  """SGD momentum through finetune.optimizer: each backbone update is exactly 0.1 x the plain optimizer's, the heads'
+  unchanged; freeze_backbone gives the backbone no update at all."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  params = {'head': {'w': jnp.ones(3)}, 'stem': {'w': jnp.ones(4)}}
+  grads = {'head': {'w': jnp.arange(3.0)}, 'stem': {'w': jnp.arange(4.0) + 1}}
+  plain = optax.sgd(0.5, momentum=0.9)
+  config = ml_collections.ConfigDict(dict(freeze_backbone=False, backbone_lr_scale=0.1))
+  for tx, backbone_factor in ((finetune.optimizer(plain, config, ('head',)), 0.1),
+                              (finetune.optimizer(plain, ml_collections.ConfigDict(dict(freeze_backbone=True)),
+                                                  ('head',)), 0.0)):
+    state, ref_state = tx.init(params), plain.init(params)
+    for _ in range(3):  # the momentum carries over steps in each part's own state
+      updates, state = tx.update(grads, state, params)
+      ref, ref_state = plain.update(grads, ref_state, params)
+      np.testing.assert_allclose(updates['head']['w'], ref['head']['w'], rtol=1e-6)
+      np.testing.assert_allclose(updates['stem']['w'], backbone_factor * ref['stem']['w'], rtol=1e-6)
+  assert finetune.optimizer(plain, ml_collections.ConfigDict(dict(backbone_lr_scale=1.0)), ('head',)) is plain
+
+
+def test_a_source_built_or_fed_otherwise_is_refused_with_the_overrides_to_use(tmp_path):
+  """A converted timm run (bn_scale=True, its config.json) into a bn_scale=False config: the error names the key and
+  the flag; an extra BatchNorm scale in a stage the model has is refused even without config.json."""
+  from configs import inception_v3  # pylint: disable=import-outside-toplevel
+  source = tmp_path / 'timm_run'
+  source.mkdir()
+  theirs = inception_v3.get_config('')
+  theirs.model.bn_scale = True
+  theirs.pp.mean = (0.5, 0.5, 0.5)
+  (source / 'config.json').write_text(theirs.to_json_best_effort())
+  ours = inception_v3.get_config('')
+  with pytest.raises(WorkdirError, match=r"model.bn_scale=True, pp.mean=\[0.5, 0.5, 0.5\]; this config has "
+                                         r"model.bn_scale=False.*--config.model.bn_scale=True "
+                                         r'"--config.pp.mean=\(0.5, 0.5, 0.5\)"'):
+    finetune.check_source_config(str(source), ours)
+  ours.model.bn_scale, ours.pp.mean = True, (0.5, 0.5, 0.5)
+  finetune.check_source_config(str(source), ours)  # the same settings: accepted
+  target = {'mixed_5b/branch_0/bn/bias': np.zeros(2), 'head/fc/kernel': np.zeros((2, 3))}
+  with pytest.raises(WorkdirError, match=r"parameters this model's backbone lacks \(1, e.g. mixed_5b/branch_0/bn/scale"):
+    finetune.merge(target, {**target, 'mixed_5b/branch_0/bn/scale': np.ones(2)}, ('head',), 'parameter', 'x')
+  merged, _, unused = finetune.merge(target, {**target, 'aux_6e/fc/kernel': np.ones(2)}, ('head',), 'parameter', 'x')
+  assert unused == ['aux_6e/fc/kernel'] and set(merged) == set(target)  # another model's aux head: left unused

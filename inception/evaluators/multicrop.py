@@ -58,6 +58,7 @@ class MultiCropEvaluator:
 
   def __init__(self, config, eval_graphdef, mesh, crops: int, source=None, split: str = 'eval'):
     self.mesh, self.crops = mesh, crops
+    sharding.check_batch_size(config.eval_batch_size, mesh, 'eval_batch_size')  # a ConfigError naming the fix
     self.batches = MultiCropBatches(config, crops, process_index=jax.process_index(),
                                     process_count=jax.process_count(), source=source, split=split)
     predict = steps.make_predict_step(eval_graphdef, config)

@@ -83,6 +83,21 @@ def test_explicit_train_val_folders(tmp_path):
   assert all('/val/' in p for p, _ in source.files('eval'))
 
 
+def test_excluded_classes_are_left_out_in_both_layouts_and_a_typo_is_an_error(tmp_path):
+  """data.exclude_classes: labels are 0..C-1 over the classes kept; in the train/ + val/ layout the excluded class is
+  left out of val/ too; a name with no folder is a DataError naming it."""
+  make_folder(tmp_path / 'flat', {'ant': 2, 'bee': 3, 'cat': 1})
+  source = sources.FolderSource(data_config(root=str(tmp_path / 'flat'), val_fraction=0.0, exclude_classes=('bee',)))
+  assert source.class_names == ['ant', 'cat'] and sorted(l for _, l in source.files('train')) == [0, 0, 1]
+  make_folder(tmp_path / 'split' / 'train', {'cat': 2, 'dog': 2, 'emu': 1})
+  make_folder(tmp_path / 'split' / 'val', {'cat': 1, 'dog': 1}, start_seed=50)
+  source = sources.FolderSource(data_config(root=str(tmp_path / 'split'), exclude_classes=('cat',)))
+  assert source.class_names == ['dog', 'emu'] and source.num_examples('train') == 3
+  assert [(pathlib.Path(p).parent.name, l) for p, l in source.files('eval')] == [('dog', 0)]
+  with pytest.raises(DataError, match=r"exclude_classes names \['cow'\], which .* has no folder"):
+    sources.FolderSource(data_config(root=str(tmp_path / 'flat'), exclude_classes=('cow',)))
+
+
 def test_val_class_missing_from_train_is_an_error(tmp_path):
   make_folder(tmp_path / 'train', {'cat': 1})
   make_folder(tmp_path / 'val', {'cow': 1})
