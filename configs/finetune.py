@@ -17,7 +17,8 @@ then fine-tuned on the embedded 10 classes; `--config.init_from=` (empty) trains
 
   python -m inception.main --config=configs/finetune.py:mini_pretrain
   python -m inception.main --config=configs/finetune.py:mini
-  python -m inception.main --config=configs/finetune.py:mini --config.init_from= --config.workdir=runs/finetune_mini_scratch
+  python -m inception.main --config=configs/finetune.py:mini --config.init_from= \
+      --config.workdir=runs/finetune_mini_scratch
 """
 import importlib
 import os

@@ -1,14 +1,13 @@
 """Starting a run from another run's weights (`--config.init_from=WORKDIR[:step]`) and freezing the backbone.
 
 The source run's EMA weights and BatchNorm statistics (its evaluated model) are loaded wherever the new model has the
-same array at the same path with the same shape, after checking that the source run (its config.json) was built with
-the same architecture keys and input convention (MATCHING_KEYS: e.g. timm's weights need model.bn_scale=True). Arrays of the classifier head and the aux heads whose shapes differ
-(another number of classes) keep their fresh initialisation; a backbone array missing from the source or of another
-shape is an error, since the two models are then not the same network. One log line says what was loaded,
-re-initialised and left unused. `freeze_backbone=True` trains only the classifier and aux heads (a linear probe when
-there are no aux heads; the backbone's BatchNorm statistics still follow the new data); `backbone_lr_scale` trains the
-backbone at that fraction of the heads' learning rate.
-"""
+same array at the same path with the same shape, after checking that the source run (its config.json) was built with the
+same architecture keys and input convention (MATCHING_KEYS: e.g. timm's weights need model.bn_scale=True). Arrays of the
+classifier head and the aux heads whose shapes differ (another number of classes) keep their fresh initialisation; a
+backbone array missing from the source or of another shape is an error, since the two models are then not the same
+network. One log line says what was loaded, re-initialised and left unused. `freeze_backbone=True` trains only the
+classifier and aux heads (a linear probe when there are no aux heads; the backbone's BatchNorm statistics still follow
+the new data); `backbone_lr_scale` trains the backbone at that fraction of the heads' learning rate."""
 import json
 import re
 from typing import Dict, List, Mapping, Tuple

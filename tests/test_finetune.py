@@ -120,7 +120,7 @@ def test_a_source_built_or_fed_otherwise_is_refused_with_the_overrides_to_use(tm
   ours.model.bn_scale, ours.pp.mean = True, (0.5, 0.5, 0.5)
   finetune.check_source_config(str(source), ours)  # the same settings: accepted
   target = {'mixed_5b/branch_0/bn/bias': np.zeros(2), 'head/fc/kernel': np.zeros((2, 3))}
-  with pytest.raises(WorkdirError, match=r"parameters this model's backbone lacks \(1, e.g. mixed_5b/branch_0/bn/scale"):
+  with pytest.raises(WorkdirError, match=r"parameters this model's backbone lacks \(1, e.g. mixed_5b/branch_0/bn/sc"):
     finetune.merge(target, {**target, 'mixed_5b/branch_0/bn/scale': np.ones(2)}, ('head',), 'parameter', 'x')
   merged, _, unused = finetune.merge(target, {**target, 'aux_6e/fc/kernel': np.ones(2)}, ('head',), 'parameter', 'x')
   assert unused == ['aux_6e/fc/kernel'] and set(merged) == set(target)  # another model's aux head: left unused

@@ -17,8 +17,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
 from absl import app, flags
 
-_FORMAT = flags.DEFINE_enum('format', None, ['keras_h5', 'timm_safetensors', 'onnx'], 'The weight file\'s format.',
-                            required=True)
+_FORMAT = flags.DEFINE_string('format', None, 'The weight file\'s format: keras_h5, timm_safetensors or onnx.',
+                              required=True)
 _MODEL = flags.DEFINE_string('model', None, 'The model here (a configs/<model>.py recipe).', required=True)
 _OUT = flags.DEFINE_string('out', None, 'The workdir to write (must not hold a run).', required=True)
 _BACKGROUND = flags.DEFINE_enum('background', 'drop', ['drop', 'keep'], '1001-class files: drop the background class '

@@ -54,6 +54,8 @@ def convert(format_name: str, model_name: str, path: str, out: str, *, backgroun
             image_size: Optional[int] = None) -> Dict[str, Any]:
   """Converts the weight file `path` (format `format_name`) onto `model_name` and writes the workdir `out`; returns
   the record written to out/converted.json."""
+  if format_name not in FORMATS:
+    raise ConvertError(f'--format={format_name}: unknown; use one of {", ".join(FORMATS.names())}.')
   fmt = FORMATS.get(format_name)
   if model_name not in fmt.models:
     raise ConvertError(f'--format={format_name} converts {", ".join(sorted(fmt.models))}, not --model={model_name}.')
@@ -66,24 +68,24 @@ def convert(format_name: str, model_name: str, path: str, out: str, *, backgroun
   tensors = dict(fmt.read(path))
   where = fmt.classifier(model_name, tensors)
   num_classes, names, classes_note = _classes(tensors, where, background)
+  num_classes = num_classes or 1000  # a file without its top: ImageNet's count, the head left initialised
   pp = dict(target.pp)
   if image_size:
     pp['image_size'] = image_size
   config = output.recipe_config(model_name, {**target.model, **fmt.model_keys(model_name, tensors)}, pp, out)
-  model, params, stats = output.model_arrays(config, num_classes or 1000)
+  model, params, stats = output.model_arrays(config, num_classes)
   what = f'{os.path.basename(path)} ({format_name})'
-  param_a = mapping.Assignment({**params, **stats}, tensors, what)
-  leave, ignore, notes = fmt.assign(model_name, model, param_a)
+  assignment = mapping.Assignment({**params, **stats}, tensors, what)
+  leave, ignore, notes = fmt.assign(model_name, model, assignment)
   if where is None:
     leave = tuple(leave) + ('head',)
-  filled = param_a.finish(leave=leave, ignore=ignore)
+  filled = assignment.finish(leave=leave, ignore=ignore)
   record = dict(format=format_name, model=model_name, file=os.path.abspath(path), sha256=_sha256(path),
-                tensors_used=len(param_a.used), tensors_ignored=len([k for k in ignore if k in tensors]),
+                tensors_used=len(assignment.used), tensors_ignored=len([k for k in ignore if k in tensors]),
                 left_initialised=sorted(p for p in filled if p.split('/')[0] in leave), classes=classes_note,
-                num_classes=num_classes or 1000, pp={k: config.pp[k] for k in ('image_size', 'value_range', 'mean',
-                                                                                'std')},
+                num_classes=num_classes, pp={k: config.pp[k] for k in ('image_size', 'value_range', 'mean', 'std')},
                 notes=list(notes))
-  output.write(out, config, model, num_classes or 1000, {k: filled[k] for k in params},
+  output.write(out, config, model, num_classes, {k: filled[k] for k in params},
                {k: filled[k] for k in stats}, names, record)
-  logging.info('Converted %s onto %s: %d tensors into %s.', path, model_name, len(param_a.used), out)
+  logging.info('Converted %s onto %s: %d tensors into %s.', path, model_name, len(assignment.used), out)
   return record

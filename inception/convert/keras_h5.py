@@ -34,7 +34,6 @@ class KerasH5:
         'inception_v3': mapping.Target(dict(bn_scale=False, bn_epsilon=1e-3, aux_heads=False), keras_input),
         'inception_resnet_v2': mapping.Target(dict(bn_scale=False, bn_epsilon=1e-3), keras_input),
     }
-    self.layer_order: List[str] = []
 
   def read(self, path: str) -> Dict[str, np.ndarray]:
     """'layer/weight' -> array for every weight of every layer (':0' suffixes dropped), in the file's layer order."""
@@ -50,8 +49,7 @@ class KerasH5:
       if 'layer_names' not in group.attrs:
         raise ConvertError(f'{path} has no `layer_names` attribute: it is not a Keras weight file in the HDF5 layout '
                            f'(save_weights(..., .h5) or keras.applications\' downloads).')
-      self.layer_order = [_text(n) for n in group.attrs['layer_names']]
-      for layer in self.layer_order:
+      for layer in (_text(n) for n in group.attrs['layer_names']):
         for weight in group[layer].attrs.get('weight_names', []):
           name = _text(weight)
           tensors[f'{layer}/{name.split("/")[-1].split(":")[0]}'] = np.asarray(group[layer][name])

@@ -120,17 +120,17 @@ class Assignment:
   def finish(self, leave: Iterable[str] = (), ignore: Iterable[str] = ()) -> Dict[str, np.ndarray]:
     """The filled targets; ConvertError listing what is left over on either side."""
     leave, ignore = tuple(leave), set(ignore)
-    unset = [p for p in self.targets if p not in self.values and not p.split('/')[0] in leave]
+    unset = [p for p in self.targets if p not in self.values and p.split('/')[0] not in leave]
     unused = [k for k in self.source if k not in self.used and k not in ignore]
     if unset or unused:
       parts = []
       if unset:
-        parts.append(f'{len(unset)} model arrays got no tensor ({", ".join(unset[:8])}{", ..." if len(unset) > 8 else ""})')
+        parts.append(f'{len(unset)} model arrays got no tensor ({", ".join(unset[:8])}'
+                     f'{", ..." if len(unset) > 8 else ""})')
       if unused:
         parts.append(f'{len(unused)} file tensors were not used ({", ".join(unused[:8])}'
                      f'{", ..." if len(unused) > 8 else ""})')
-      raise ConvertError(f'{self.file_what} does not match the model: {"; ".join(parts)}. Check --model (and, for '
-                         f'timm, the file\'s model name).')
+      raise ConvertError(f'{self.file_what} does not match the model: {"; ".join(parts)}. Check --model.')
     return {p: self.values.get(p, v) for p, v in self.targets.items()}
 
 

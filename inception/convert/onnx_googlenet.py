@@ -20,7 +20,8 @@ BRANCHES = {'1x1': 'conv_1x1', '3x3_reduce': 'conv_3x3_reduce', '3x3': 'conv_3x3
             '5x5': 'conv_5x5', 'pool_proj': 'pool_proj'}
 # Caffe layer -> our conv module path.
 LAYERS = {'conv1/7x7_s2': 'conv1/conv', 'conv2/3x3_reduce': 'conv2/reduce/conv', 'conv2/3x3': 'conv2/conv/conv',
-          **{f'inception_{b}/{caffe}': f'inception_{b}/{ours}/conv' for b in BLOCKS for caffe, ours in BRANCHES.items()}}
+          **{f'inception_{b}/{caffe}': f'inception_{b}/{ours}/conv'
+             for b in BLOCKS for caffe, ours in BRANCHES.items()}}
 CLASSIFIER = 'loss3/classifier'
 
 

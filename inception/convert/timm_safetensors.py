@@ -1,14 +1,14 @@
-"""timm's safetensors weight files for inception_v3, inception_v4 and inception_resnet_v2 (the hub's `model.safetensors`,
-or `save_file(model.state_dict())`), read with safetensors' numpy API.
+"""timm's safetensors weight files for inception_v3, inception_v4 and inception_resnet_v2 (the hub's
+`model.safetensors`, or `save_file(model.state_dict())`), read with safetensors' numpy API.
 
 Conv-BN units are `<name>.conv.weight` [out, in, kh, kw] with `<name>.bn.{weight, bias, running_mean, running_var}`
 (affine BatchNorm, epsilon 1e-3, so the model is built with bn_scale=True); Inception-ResNet-v2's residual
-up-projections are biased convolutions (`<name>.conv2d.{weight, bias}`); the classifier is `fc` (v3), `last_linear`
-(v4) or `classif` (v2); v3's aux head is `AuxLogits.*` (only in the `tv_in1k` weights). A safetensors file keeps its
-tensors sorted by name, not in module order, so each timm layer name is translated to ours (`our_path`). `num_batches_tracked` counts training steps and
-carries no weights. v3 averages its 3x3 pools over the whole window, padding included (PyTorch's default), so its
-model is built with pool_count_padding=True. Inputs: mean and std 0.5, i.e. [-1, 1] (timm's pretrained configs).
-"""
+up-projections are biased convolutions (`<name>.conv2d.{weight, bias}`); the classifier is `fc` (v3), `last_linear` (v4)
+or `classif` (v2); v3's aux head is `AuxLogits.*` (only in the `tv_in1k` weights). A safetensors file keeps its tensors
+sorted by name, not in module order, so each timm layer name is translated to ours (`our_path`). `num_batches_tracked`
+counts training steps and carries no weights. v3 averages its 3x3 pools over the whole window, padding included
+(PyTorch's default), so its model is built with pool_count_padding=True. Inputs: mean and std 0.5, i.e. [-1, 1] (timm's
+pretrained configs)."""
 from typing import Dict, List, Tuple
 
 import numpy as np

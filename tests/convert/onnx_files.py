@@ -1,5 +1,6 @@
 """A BVLC GoogLeNet ONNX file written with onnx.helper: the zoo's graph (Caffe's layers, LRN, ceil-rounded pools as
-bottom/right padding, Gemm with transB, softmax) and its 116 initializer names and shapes, with weights of our choice."""
+bottom/right padding, Gemm with transB, softmax) and its 116 initializer names and shapes, with weights of our
+choice."""
 from typing import Dict
 
 import numpy as np

@@ -35,9 +35,9 @@ def test_convert_evaluate_predict_and_fine_tune_keras_weights(tmp_path):
                 f'--out={workdir}', f'--image_size={SIZE}')
   assert out.strip().splitlines()[-1] == f'converted: 378 tensors -> {workdir}'
 
-  bad = subprocess.run([sys.executable, '-m', 'inception.evaluate', f'--workdir={workdir}', '--config.data.source=folder',
-                        f'--config.data.root={MINI}', '--config.eval_batch_size=50'], cwd=REPO, capture_output=True,
-                       text=True, timeout=600)  # 4 devices here
+  bad = subprocess.run([sys.executable, '-m', 'inception.evaluate', f'--workdir={workdir}',
+                        '--config.data.source=folder', f'--config.data.root={MINI}', '--config.eval_batch_size=50'],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)  # 4 devices here
   assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1] == (
       'ConfigError: --config.eval_batch_size=50 must be divisible by the 4 devices (1 processes): set it to a multiple '
       'of 4.'), bad.stderr[-1000:]
@@ -75,3 +75,16 @@ def test_convert_evaluate_predict_and_fine_tune_keras_weights(tmp_path):
   kernel = 'mixed_7c/branch_pool/conv/kernel'
   moved = np.abs(np.asarray(params[kernel]) - source[kernel]).max()
   assert 0 < moved < 0.1 * np.abs(source[kernel]).max()  # the backbone started from the converted weights
+
+
+def test_the_command_refuses_plainly(tmp_path):
+  out = subprocess.run([sys.executable, '-m', 'inception.convert', '--format=caffe', '--model=googlenet',
+                        str(tmp_path / 'x'), f'--out={tmp_path / "out"}'], cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 1 and out.stderr.strip().splitlines()[-1] == (
+      'ConvertError: --format=caffe: unknown; use one of keras_h5, onnx, timm_safetensors.')
+  out = subprocess.run([sys.executable, '-m', 'inception.convert', '--format=onnx', '--model=googlenet',
+                        str(tmp_path / 'missing.onnx'), f'--out={tmp_path / "out"}'], cwd=REPO, capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode == 1 and out.stderr.strip().splitlines()[-1].startswith(
+      f'ConvertError: {tmp_path / "missing.onnx"}: no such file. Pass the weight file you downloaded')
