@@ -124,3 +124,29 @@ def test_a_source_built_or_fed_otherwise_is_refused_with_the_overrides_to_use(tm
     finetune.merge(target, {**target, 'mixed_5b/branch_0/bn/scale': np.ones(2)}, ('head',), 'parameter', 'x')
   merged, _, unused = finetune.merge(target, {**target, 'aux_6e/fc/kernel': np.ones(2)}, ('head',), 'parameter', 'x')
   assert unused == ['aux_6e/fc/kernel'] and set(merged) == set(target)  # another model's aux head: left unused
+
+
+FULL_CALTECH = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data', 'caltech101')
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir(FULL_CALTECH), reason='the full Caltech 101 is not at ../shared/data/caltech101')
+def test_the_readme_pretrain_then_fine_tune_commands(tmp_path):
+  """configs/finetune.py:mini_pretrain then :mini through the command line, shortened to 1 epoch each at 64 px: the
+  pretraining sees the 91 other classes, the fine-tuning loads its whole backbone and renews the 10-class heads."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  from tests.runs import REPO  # pylint: disable=import-outside-toplevel
+  short = ['--config.num_epochs=1', '--config.pp.image_size=64', '--config.eval_every_epochs=1']
+  pretrained, tuned = str(tmp_path / 'caltech91'), str(tmp_path / 'tuned')
+  runs = [['--config=configs/finetune.py:mini_pretrain', f'--config.data.root={FULL_CALTECH}',
+           f'--config.workdir={pretrained}'],
+          ['--config=configs/finetune.py:mini', f'--config.init_from={pretrained}', f'--config.workdir={tuned}']]
+  logs = []
+  for args in runs:
+    out = subprocess.run([sys.executable, '-m', 'inception.main', *args, *short], cwd=REPO, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1].startswith('final eval'), out.stderr[-3000:]
+    logs.append(out.stderr)
+  assert 'Training on 4483 examples of 91 classes' in logs[0]
+  assert f'init_from {pretrained} (step 70, EMA weights): loaded 299 arrays; re-initialised 6' in logs[1]
