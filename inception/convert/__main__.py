@@ -24,6 +24,11 @@ _OUT = flags.DEFINE_string('out', None, 'The workdir to write (must not hold a r
 _BACKGROUND = flags.DEFINE_enum('background', 'drop', ['drop', 'keep'], '1001-class files: drop the background class '
                                 '(index 0) or keep it as class 0.')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', None, 'The input side to record (default: the weights\' own).')
+_VALUE_RANGE = flags.DEFINE_list('value_range', None, 'LOW,HIGH: the input range to record, for weights trained '
+                                 'otherwise than their format\'s usual (default: the format\'s).')
+_MEAN = flags.DEFINE_list('mean', None, 'R,G,B: the per-channel mean to record (e.g. timm\'s gluon_in1k v3: '
+                          '--value_range=0,1 --mean=0.485,0.456,0.406 --std=0.229,0.224,0.225).')
+_STD = flags.DEFINE_list('std', None, 'R,G,B: the per-channel std to record.')
 
 
 def main(argv):
@@ -33,8 +38,10 @@ def main(argv):
   from inception.convert import importer  # pylint: disable=import-outside-toplevel
   from inception.errors import UserError  # pylint: disable=import-outside-toplevel
   try:
+    convention = {key: tuple(float(v) for v in flag.value) for key, flag in
+                  (('value_range', _VALUE_RANGE), ('mean', _MEAN), ('std', _STD)) if flag.value}
     record = importer.convert(_FORMAT.value, _MODEL.value, argv[1], _OUT.value, background=_BACKGROUND.value,
-                              image_size=_IMAGE_SIZE.value)
+                              image_size=_IMAGE_SIZE.value, input_convention=convention)
   except UserError as e:
     sys.exit(f'{type(e).__name__}: {e}')
   for line in record['notes'] + [record['classes']]:

@@ -51,9 +51,10 @@ def _classes(tensors, where, background: str):
 
 
 def convert(format_name: str, model_name: str, path: str, out: str, *, background: str = 'drop',
-            image_size: Optional[int] = None) -> Dict[str, Any]:
+            image_size: Optional[int] = None, input_convention: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
   """Converts the weight file `path` (format `format_name`) onto `model_name` and writes the workdir `out`; returns
-  the record written to out/converted.json."""
+  the record written to out/converted.json. `image_size` and `input_convention` (pp keys value_range / mean / std)
+  replace the format's usual ones in the recorded config."""
   if format_name not in FORMATS:
     raise ConvertError(f'--format={format_name}: unknown; use one of {", ".join(FORMATS.names())}.')
   fmt = FORMATS.get(format_name)
@@ -69,7 +70,7 @@ def convert(format_name: str, model_name: str, path: str, out: str, *, backgroun
   where = fmt.classifier(model_name, tensors)
   num_classes, names, classes_note = _classes(tensors, where, background)
   num_classes = num_classes or 1000  # a file without its top: ImageNet's count, the head left initialised
-  pp = dict(target.pp)
+  pp = {**target.pp, **(input_convention or {})}
   if image_size:
     pp['image_size'] = image_size
   config = output.recipe_config(model_name, {**target.model, **fmt.model_keys(model_name, tensors)}, pp, out)

@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from inception import augment, finetune, trained
+from inception.config_checks import ConfigError
 from inception.convert import importer
 from inception.convert.mapping import ConvertError
 from inception.convert.onnx_googlenet import LAYERS
@@ -94,3 +95,18 @@ def test_refusals_name_the_problem_and_write_nothing(tmp_path):
   with pytest.raises(ConvertError, match=r'no such file'):
     importer.convert('onnx', 'googlenet', str(tmp_path / 'missing.onnx'), str(tmp_path / 'd'))
   assert not any((tmp_path / d).exists() for d in 'abcd')
+
+
+def test_another_input_convention_is_recorded_and_checked(tmp_path):
+  """Weights trained with another convention than the format's usual (e.g. timm's gluon_in1k v3, ImageNet's mean and
+  std): the given keys replace the format's in the workdir's config; a malformed one is a ConfigError."""
+  onnx_files.write(str(tmp_path / 'g.onnx'), onnx_files.random_weights(0, 10), SIZE)
+  imagenet = dict(value_range=(0.0, 1.0), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+  record = importer.convert('onnx', 'googlenet', str(tmp_path / 'g.onnx'), str(tmp_path / 'out'), image_size=SIZE,
+                            input_convention=imagenet)
+  config = json.load(open(tmp_path / 'out' / 'config.json'))
+  for key, value in imagenet.items():
+    assert tuple(config['pp'][key]) == value and tuple(record['pp'][key]) == value
+  with pytest.raises(ConfigError, match=r'--config.pp.std=\(0.2, 0.0, 0.2\): expected three numbers > 0'):
+    importer.convert('onnx', 'googlenet', str(tmp_path / 'g.onnx'), str(tmp_path / 'bad'), image_size=SIZE,
+                     input_convention=dict(std=(0.2, 0.0, 0.2)))
