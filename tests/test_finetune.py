@@ -2,6 +2,8 @@
 frozen backbone, and the errors for a run of another architecture."""
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from flax import nnx
 
 from inception import finetune, models, train
 from inception.errors import WorkdirError
-from tests.runs import MINI, restore_state, tiny_config
+from tests.runs import MINI, REPO, restore_state, tiny_config
 
 
 def three_classes(root):
@@ -134,9 +136,6 @@ FULL_CALTECH = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'da
 def test_the_readme_pretrain_then_fine_tune_commands(tmp_path):
   """configs/finetune.py:mini_pretrain then :mini through the command line, shortened to 1 epoch each at 64 px: the
   pretraining sees the 91 other classes, the fine-tuning loads its whole backbone and renews the 10-class heads."""
-  import subprocess  # pylint: disable=import-outside-toplevel
-  import sys  # pylint: disable=import-outside-toplevel
-  from tests.runs import REPO  # pylint: disable=import-outside-toplevel
   short = ['--config.num_epochs=1', '--config.pp.image_size=64', '--config.eval_every_epochs=1']
   pretrained, tuned = str(tmp_path / 'caltech91'), str(tmp_path / 'tuned')
   runs = [['--config=configs/finetune.py:mini_pretrain', f'--config.data.root={FULL_CALTECH}',

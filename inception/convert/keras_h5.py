@@ -72,15 +72,15 @@ class KerasH5:
 
   def assign(self, model_name, model, a: mapping.Assignment):
     units = mapping.units(model)
-    named = {}  # our unit path -> Keras layer name(s)
+    named = {}  # our unit path -> Keras layer name
     for unit in units:
       parts = unit.path.split('/')
       if unit.kind == 'conv' and parts[0] in REPEATS:  # repeat_35/block_3/up -> block35_3_conv
-        named[unit.path] = (f'{REPEATS[parts[0]]}_{parts[1].split("_")[1]}_conv',)
+        named[unit.path] = f'{REPEATS[parts[0]]}_{parts[1].split("_")[1]}_conv'
       elif unit.path == 'conv_7b':
-        named[unit.path] = ('conv_7b', 'conv_7b_bn')
+        named[unit.path] = 'conv_7b'
       elif unit.path == 'head/fc':
-        named[unit.path] = ('predictions',)
+        named[unit.path] = 'predictions'
     auto = [u for u in units if u.path not in named]
     convs, norms = self.numbered(a.source, 'conv2d'), self.numbered(a.source, 'batch_normalization')
     if len(convs) != len(auto) or len(norms) != len(auto):
@@ -98,8 +98,8 @@ class KerasH5:
           a.put('head/fc/kernel', 'predictions/kernel')
           a.put('head/fc/bias', 'predictions/bias')
       else:
-        a.put(f'{path}/kernel', f'{layer[0]}/kernel')
-        a.put(f'{path}/bias', f'{layer[0]}/bias')
+        a.put(f'{path}/kernel', f'{layer}/kernel')
+        a.put(f'{path}/bias', f'{layer}/bias')
     notes = [f'{len(auto)} numbered conv-BN pairs matched in creation order']
     return (), (), notes
 

@@ -12,6 +12,7 @@ from flax import nnx
 
 from inception.errors import UserError
 from inception.models import blocks
+from inception.models import inception_v3
 from inception.models import layers
 
 
@@ -54,7 +55,7 @@ def _walk(module, path: str, out: List[Unit]) -> None:
     _walk(module.mixed, f'{path}/mixed', out)
   elif isinstance(module, blocks.Head):
     _walk(module.fc, f'{path}/fc', out)
-  elif hasattr(module, 'conv0') and hasattr(module, 'conv1') and hasattr(module, 'fc'):  # inception_v3.AuxHead
+  elif isinstance(module, inception_v3.AuxHead):
     for name in ('conv0', 'conv1', 'fc'):
       _walk(getattr(module, name), f'{path}/{name}', out)
   else:

@@ -2,7 +2,7 @@
 top-1): the paper's network, LRN and real 5x5 branches, onto the published `googlenet`, read with the onnx package.
 
 Its 116 initializers are the Caffe layers' `<layer>_w_0` [out, in, kh, kw] and `<layer>_b_0`; the classifier
-`loss3/classifier_w_0` feeds a Gemm (read for its transB). The file has no auxiliary classifiers: the model's two aux
+`loss3/classifier_w_0` feeds a Gemm (read as [classes, features] whatever its transB). The file has no auxiliary classifiers: the model's two aux
 heads keep their fresh initialisation (used only when fine-tuning). The network takes BGR images in 0-255 minus the
 ImageNet mean: the converted model takes RGB (conv1's input channels are reversed, which is exact) and the recorded
 input convention is value_range (0, 255) less mean (123.68, 116.779, 103.939) per RGB channel.
@@ -33,7 +33,6 @@ class OnnxGoogLeNet:
         dict(aux_heads=True, fuse_1x1=False),
         dict(image_size=224, value_range=(0.0, 255.0), mean=(123.68, 116.779, 103.939), std=(1.0, 1.0, 1.0),
              eval=dict(crop_ratio=0.875)))}
-    self.trans_b = 1
 
   def read(self, path: str) -> Dict[str, np.ndarray]:
     import onnx  # pylint: disable=import-outside-toplevel
@@ -44,15 +43,14 @@ class OnnxGoogLeNet:
       raise ConvertError(f'{path} is not an ONNX model ({type(e).__name__}: {e}). --format=onnx reads the ONNX '
                          f'zoo\'s bvlc_googlenet (model.onnx).') from None
     tensors = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
-    self.trans_b = 0
-    for node in model.graph.node:
-      if node.op_type == 'Gemm' and f'{CLASSIFIER}_w_0' in node.input:
-        self.trans_b = next((a.i for a in node.attribute if a.name == 'transB'), 0)
+    for node in model.graph.node:  # the classifier as [classes, features] whatever the Gemm's transB
+      if node.op_type == 'Gemm' and f'{CLASSIFIER}_w_0' in node.input and f'{CLASSIFIER}_w_0' in tensors:
+        if not next((a.i for a in node.attribute if a.name == 'transB'), 0):
+          tensors[f'{CLASSIFIER}_w_0'] = tensors[f'{CLASSIFIER}_w_0'].T
     return tensors
 
   def classifier(self, model_name, tensors):
-    return (f'{CLASSIFIER}_w_0', f'{CLASSIFIER}_b_0', 0 if self.trans_b else 1) if f'{CLASSIFIER}_w_0' in tensors \
-        else None
+    return (f'{CLASSIFIER}_w_0', f'{CLASSIFIER}_b_0', 0) if f'{CLASSIFIER}_w_0' in tensors else None
 
   def model_keys(self, model_name, tensors):
     return {}
@@ -64,8 +62,7 @@ class OnnxGoogLeNet:
         kernel = kernel[:, :, ::-1, :]  # BGR -> RGB input channels
       a.put(f'{path}/kernel', f'{layer}_w_0', kernel)
       a.put(f'{path}/bias', f'{layer}_b_0')
-    weight = a.get(f'{CLASSIFIER}_w_0')
-    a.put('head/fc/kernel', f'{CLASSIFIER}_w_0', weight.T if self.trans_b else weight)
+    a.put('head/fc/kernel', f'{CLASSIFIER}_w_0', mapping.torch_linear(a.get(f'{CLASSIFIER}_w_0')))
     a.put('head/fc/bias', f'{CLASSIFIER}_b_0')
     aux = tuple(model.aux_names)
     shapes = [k for k, v in a.source.items() if not np.issubdtype(v.dtype, np.floating)]  # e.g. a Reshape's shape
