@@ -1,11 +1,15 @@
-"""This project's train and eval steps against the PyTorch reference (benchmarks/pytorch_googlenet.py), alternating runs:
+"""This project's train step, eval step and input pipeline against PyTorch's (benchmarks/pytorch_googlenet.py,
+benchmarks/pil_input.py), alternating runs:
 
   python benchmarks/compare_pytorch.py --torch-python=/path/to/python-with-torch [--rounds=2] [--batch=32] \
-      [--image-size=224] [--train-steps=3] [--eval-steps=5]
+      [--image-size=224] [--train-steps=3] [--eval-steps=5] [--modes=train,eval,input] \
+      [--data=../shared/data/caltech101] [--input-steps=100]
 
-Each round runs, one after another and never at once, `inception.benchmark` and the reference for train and then for
-eval, all on the published GoogLeNet in float32; it prints every run's images/s, then per mode the medians and their
-ratio (this project / PyTorch). docs/performance.md records what it printed.
+Each round runs, one after another and never at once, `inception.benchmark` and the reference for each mode: train
+and eval on the published GoogLeNet in float32; input on the training crops of the `--data` folder, where PyTorch's
+side is PIL in DataLoader workers (one per host core) twice, with the colour distortions on the host (what a PIL
+pipeline must do) and without them (only this project's host part). It prints every run's images/s, then per mode
+the medians and their ratio (this project / PyTorch). docs/performance.md records what it printed.
 """
 import argparse
 import os
@@ -34,23 +38,44 @@ def main():
   parser.add_argument('--image-size', type=int, default=224)
   parser.add_argument('--train-steps', type=int, default=3)
   parser.add_argument('--eval-steps', type=int, default=5)
+  parser.add_argument('--modes', default='train,eval', help='Comma-separated: train, eval, input.')
+  parser.add_argument('--data', default='../shared/data/caltech101', help='input: the image folder to read.')
+  parser.add_argument('--input-steps', type=int, default=100, help='input: timed batches per run.')
   args = parser.parse_args()
 
   shape = [f'--batch={args.batch}', f'--image-size={args.image_size}']
-  results = {(mode, who): [] for mode in ('train', 'eval') for who in ('inception', 'pytorch')}
-  for r in range(args.rounds):
-    for mode, steps in (('train', args.train_steps), ('eval', args.eval_steps)):
+  workers = f'--workers={len(os.sched_getaffinity(0))}'
+  runs = {}
+  for mode in args.modes.split(','):
+    if mode == 'input':
+      common = [f'--steps={args.input_steps}', '--warmup=5', f'--data={args.data}', *shape]
+      pil = [args.torch_python, 'benchmarks/pil_input.py', workers, *common]
+      runs['input'] = {
+          'inception': [sys.executable, '-m', 'inception.benchmark', '--config=configs/googlenet.py:mini',
+                        '--mode=input', *common],
+          'pil, distortions on the host': [*pil, '--distort'],
+          'pil, no distortions': pil,
+      }
+    elif mode in ('train', 'eval'):
+      steps = args.train_steps if mode == 'train' else args.eval_steps
       common = [f'--mode={mode}', f'--steps={steps}', '--warmup=1', *shape]
-      runs = {
+      runs[mode] = {
           'inception': [sys.executable, '-m', 'inception.benchmark', '--config=configs/googlenet.py', *common],
           'pytorch': [args.torch_python, 'benchmarks/pytorch_googlenet.py', *common],
       }
-      for who, cmd in runs.items():
+    else:
+      parser.error(f'--modes: unknown mode {mode!r}; use train, eval, input.')
+  results = {(mode, who): [] for mode, cmds in runs.items() for who in cmds}
+  for r in range(args.rounds):
+    for mode, cmds in runs.items():
+      for who, cmd in cmds.items():
         results[mode, who].append(images_per_second(cmd))
-        print(f'round {r + 1} {mode:5s} {who:9s} {results[mode, who][-1]:8.2f} images/s', flush=True)
-  for mode in ('train', 'eval'):
-    ours, theirs = (statistics.median(results[mode, who]) for who in ('inception', 'pytorch'))
-    print(f'{mode}: inception {ours:.2f} images/s, pytorch {theirs:.2f} images/s, ratio {ours / theirs:.2f}x')
+        print(f'round {r + 1} {mode:5s} {who:29s} {results[mode, who][-1]:8.2f} images/s', flush=True)
+  for mode, cmds in runs.items():
+    ours = statistics.median(results[mode, 'inception'])
+    for who in list(cmds)[1:]:
+      theirs = statistics.median(results[mode, who])
+      print(f'{mode}: inception {ours:.2f} images/s, {who} {theirs:.2f} images/s, ratio {ours / theirs:.2f}x')
 
 
 if __name__ == '__main__':

@@ -54,6 +54,9 @@ def imagenet() -> ml_collections.ConfigDict:
       eval_split='validation',
       shuffle_buffer=10_000,
       max_bad_fraction=0.01,    # undecodable training images are skipped and counted; more than this fraction stops
+      rows_per_task=32,         # training images one tf.data task decodes in order (a bad one is masked per task,
+                                # not per image: docs/performance.md); tasks_per_core of them run at once per host core
+      tasks_per_core=2,
   ))
 
   # Preprocessing: names pick functions in inception/data/preprocess.py.

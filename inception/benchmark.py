@@ -157,7 +157,7 @@ def benchmark_input(config, steps: int, warmup: int) -> dict:
   first_s = time.perf_counter() - t0
   seconds = _time_steps(fetch, steps)
   local = config.batch_size // jax.process_count()
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  cores = pipeline.host_cores()
   images_per_s = local / seconds
   per_image = sum(np.dtype(x.dtype).itemsize * int(np.prod(x.shape[1:])) for x in first.values())
   return {

@@ -166,6 +166,8 @@ RULES = (
     ('pp.eval.crop_ratio', _between(0.0, 1.0, lo_open=True), 'a fraction in (0, 1], e.g. 0.875'),
     ('data.val_fraction', _between(0.0, 1.0, hi_open=True), 'a fraction in [0, 1)'),
     ('data.max_bad_fraction', _between(0.0, 1.0), 'a fraction in [0, 1]'),
+    ('data.rows_per_task', lambda x: x >= 1, 'an integer >= 1 (e.g. 32)'),
+    ('data.tasks_per_core', lambda x: x >= 1, 'an integer >= 1 (e.g. 2)'),
     ('optimizer.lr', lambda x: x > 0, 'a number > 0'),
     ('optimizer.lr_batch_size', lambda x: x > 0, 'an integer > 0'),
     ('optimizer.name', lambda x: x in ('sgd', 'rmsprop'), "'sgd' or 'rmsprop'"),

@@ -110,6 +110,8 @@ def test_every_variant_passes_the_semantic_checks(variant):
     ('pp.eval.crop_ratio', 0.0, 'a fraction in (0, 1]'),
     ('data.val_fraction', 1.0, 'a fraction in [0, 1)'),
     ('data.max_bad_fraction', -0.1, 'a fraction in [0, 1]'),
+    ('data.rows_per_task', 0, 'an integer >= 1'),
+    ('data.tasks_per_core', 0, 'an integer >= 1'),
     ('optimizer.lr', 0.0, 'a number > 0'),
     ('optimizer.momentum', 1.0, 'a number in [0, 1)'),
     ('optimizer.weight_decay', -1e-4, 'a number >= 0'),

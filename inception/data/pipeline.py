@@ -17,6 +17,7 @@ An image that cannot be decoded keeps its place in the order as a masked zero im
 out of the loss, and the batches never shift.
 """
 import math
+import os
 from typing import Dict, Iterator
 
 import ml_collections
@@ -41,6 +42,11 @@ def _options() -> tf.data.Options:
   options.deterministic = True
   options.threading.max_intra_op_parallelism = 1
   return options
+
+
+def host_cores() -> int:
+  """The cores this process may run on."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
 
 
 def local_batch_size(global_batch_size: int, process_count: int) -> int:
@@ -124,17 +130,32 @@ def stream_order(source, seed: int, *, process_index: int, process_count: int, s
   return ds.enumerate(start=int(start_index))
 
 
-def _masked(preprocess, image_size: int):
-  """Wraps `preprocess(*args)` per element: its example with `mask` 1, or, when the image cannot be decoded, a zero
-  image with `mask` 0 in its place. A bad file so keeps its slot in the order (batches stay the global order's slices)
-  instead of spinning or shifting the stream, and the step leaves masked rows out of the loss."""
+def _masked_rows(preprocess, rows: int):
+  """`fn(*columns) -> Dataset` of one element: the `rows` consecutive stream elements of `columns` (each [rows, ...]),
+  preprocessed in order and stacked, an undecodable image replaced by a zero image with `mask` 0 in its row.
 
-  def one(*args):
-    good = tf.data.Dataset.from_tensors(args).map(lambda *a: {**preprocess(*a), 'mask': tf.constant(1.0)})
-    bad = tf.data.Dataset.from_tensors({'image': tf.zeros([image_size, image_size, 3], tf.uint8),
-                                        'label': tf.constant(0, tf.int32), 'index': args[0],
-                                        'seed': tf.zeros([2], tf.uint32), 'mask': tf.constant(0.0)})
-    return good.ignore_errors().concatenate(bad).take(1)
+  A bad file so keeps its slot in the order (batches stay the global order's slices) instead of spinning or shifting
+  the stream, and the step leaves masked rows out of the loss. Errors are caught per task of `rows` images, not per
+  image: a tf.data pipeline per image cost half the pipeline's throughput (docs/performance.md). When every image of
+  a task fails, the task still yields its (all masked) rows.
+  """
+
+  def one(*columns):
+    index = columns[0]  # int64 [rows]: the elements' places in this process's stream
+    good = tf.data.Dataset.from_tensor_slices(columns).map(lambda *a: {**preprocess(*a), 'mask': tf.constant(1.0)})
+    good = good.ignore_errors().batch(rows)
+    nothing = {k: tf.zeros([0, *v.shape[1:]], v.dtype) for k, v in good.element_spec.items()}
+    decoded = good.concatenate(tf.data.Dataset.from_tensors(nothing)).take(1)  # [n <= rows, ...]
+
+    def fill(out):
+      def scatter():  # the n good rows into their slots of a zeroed [rows, ...] batch
+        slot = tf.argmax(tf.cast(tf.equal(out['index'][:, None], index[None, :]), tf.int32), axis=1)[:, None]
+        return {k: tf.scatter_nd(slot, v, [rows, *v.shape[1:]]) for k, v in out.items()}
+
+      out = tf.cond(tf.equal(tf.shape(out['index'])[0], rows), lambda: out, scatter)
+      return {**out, 'index': index}
+
+    return decoded.map(fill)
 
   return one
 
@@ -165,9 +186,12 @@ def train_batches(config: ml_collections.ConfigDict, *, process_index: int, proc
     ds = stream_order(source, config.seed, process_index=process_index, process_count=process_count,
                       start_index=start_index, shuffle_buffer=int(config.data.shuffle_buffer))
     fn = preprocess
-  ds = ds.interleave(_masked(fn, int(stage_pp(config.pp, 'train').image_size)), cycle_length=16, block_length=1,
-                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  rows = min(int(config.data.rows_per_task), batch)
+  ds = ds.batch(rows).interleave(_masked_rows(fn, rows), cycle_length=host_cores() * int(config.data.tasks_per_core),
+                                 block_length=1, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if rows != batch:
+    ds = ds.rebatch(batch, drop_remainder=True)
+  ds = ds.prefetch(tf.data.AUTOTUNE)
   return ds.with_options(_options()).as_numpy_iterator()
 
 

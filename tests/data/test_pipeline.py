@@ -22,7 +22,7 @@ def make_config(root, **overrides) -> ml_collections.ConfigDict:
       seed=0, batch_size=8, eval_batch_size=10,
       data=dict(source='folder', root=str(root), val_fraction=0.0, tfds_name='imagenet2012',
                 tfds_data_dir=None, train_split='train', eval_split='validation', shuffle_buffer=16,
-                max_bad_fraction=0.01),
+                max_bad_fraction=0.01, rows_per_task=4, tasks_per_core=2),
       pp=dict(image_size=IMAGE_SIZE, value_range=(-1.0, 1.0),
               train=dict(name='inception_crop', area_range=(0.08, 1.0), aspect_range=(3 / 4, 4 / 3),
                          flip=True, interpolations=('bilinear', 'bicubic', 'area', 'nearest'),
@@ -133,10 +133,12 @@ def test_global_order_starts_late_in_a_large_split_at_once():
   assert epoch == 39
 
 
-def test_corrupt_image_keeps_its_place_masked(folder):
+@pytest.mark.parametrize('rows_per_task', [3, 8])  # tasks shorter than (and not dividing) the batch of 8; one batch
+def test_corrupt_image_keeps_its_place_masked(folder, rows_per_task):
   """An undecodable file is a zero image with mask 0 in its slot: the batches stay slices of the global order (the
   same labels as without the file's decode failing), and each epoch masks it once."""
   config = make_config(folder)
+  config.data.rows_per_task = rows_per_task
   (folder / 'b' / 'broken.jpg').write_bytes(b'this is not an image')
   batches = take(pipeline.train_batches(config, process_index=0, process_count=1), 8)  # 64 > 2 epochs of 31
   mask = np.concatenate([b['mask'] for b in batches])
