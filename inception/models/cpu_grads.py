@@ -109,26 +109,47 @@ def _pool_fwd(x, window, stride, pads):
   return _xla_max_pool(x, window, stride, pads), x
 
 
-def _pool_bwd(window, stride, pads, x, g):
-  # The winner of each window is the argmax of its positions, recomputed here. Comparing the positions with the
-  # forward's pooled output instead lost gradients: XLA may compute that output from a differently fused (differently
-  # rounded) copy of x, so some windows matched no position; in BatchNorm networks this made the gradient depend on
-  # an example's place in the batch (docs/performance.md).
-  n, h, w, c = x.shape
-  ho, wo = g.shape[1:3]
-  xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=-jnp.inf)
-  hp, wp = xp.shape[1:3]
-  offsets = [(i, j) for i in range(window) for j in range(window)]
-  views = jnp.stack([lax.slice(xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
-                               (1, stride, stride, 1)) for i, j in offsets])  # [window^2, N, Ho, Wo, C]
-  winner = jnp.argmax(views, axis=0)  # the first maximum, row-major: Caffe's and PyTorch's rule for ties
+def _strided_views(x: jax.Array, window: int, stride: int, count: int, axis: int) -> jax.Array:
+  """The `window` shifted views of `x` along `axis` that a 1-D pooling of `count` outputs reads: [window, *x.shape]
+  with `count` on `axis`."""
+  def view(i):
+    start, limit, strides = [0] * x.ndim, list(x.shape), [1] * x.ndim
+    start[axis], limit[axis], strides[axis] = i, i + stride * (count - 1) + 1, stride
+    return lax.slice(x, start, limit, strides)
+  return jnp.stack([view(i) for i in range(window)])
+
+
+def _route_to_first_max(views: jax.Array, g: jax.Array, stride: int, size: int, axis: int) -> jax.Array:
+  """The gradient of a 1-D max pooling along `axis` onto its input's grid (`size` long on `axis`): each output's
+  gradient `g` goes to the first position of its window holding the maximum of `views` (from _strided_views)."""
+  winner = jnp.argmax(views, axis=0)
   zero = jnp.zeros((), g.dtype)
-  grad = jnp.zeros(xp.shape, g.dtype)
-  for k, (i, j) in enumerate(offsets):
-    # Back to the padded input's grid: output (a, b) sits at (i + stride * a, j + stride * b).
-    grad = grad + lax.pad(jnp.where(winner == k, g, zero), zero, (
-        (0, 0, 0), (i, hp - i - stride * (ho - 1) - 1, stride - 1), (j, wp - j - stride * (wo - 1) - 1, stride - 1),
-        (0, 0, 0)))
+  grad = None
+  for i in range(views.shape[0]):
+    # Output a of the pooling sits at input position i + stride * a.
+    config = [(0, 0, 0)] * g.ndim
+    config[axis] = (i, size - i - stride * (g.shape[axis] - 1) - 1, stride - 1)
+    part = lax.pad(jnp.where(winner == i, g, zero), zero, config)
+    grad = part if grad is None else grad + part
+  return grad
+
+
+def _pool_bwd(window, stride, pads, x, g):
+  # A square max pool is a max over rows of the max within each row, so its gradient goes back in two 1-D steps:
+  # first to the winning row of each window (h), then to the winning column within that row (w). Taking the first
+  # maximum in each step gives the first maximum in row-major order, Caffe's and PyTorch's rule for ties. Two steps
+  # of `window` views move a third to a half of the data one step of window^2 views does (docs/performance.md).
+  # The winners are recomputed here from one copy of x. Comparing positions with the forward's pooled output instead
+  # lost gradients: XLA may compute that output from a differently fused (differently rounded) copy of x, so some
+  # windows matched no position; in BatchNorm networks this made the gradient depend on an example's place in the
+  # batch (docs/performance.md).
+  _, h, w, _ = x.shape
+  ho, wo = g.shape[1:3]
+  xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=-jnp.inf)  # [N, Hp, Wp, C]
+  along_w = _strided_views(xp, window, stride, wo, axis=2)  # [window, N, Hp, Wo, C]
+  row_max = jnp.max(along_w, axis=0)  # [N, Hp, Wo, C]: the max within each row of every window
+  to_rows = _route_to_first_max(_strided_views(row_max, window, stride, ho, axis=1), g, stride, xp.shape[1], axis=1)
+  grad = _route_to_first_max(along_w, to_rows, stride, xp.shape[2], axis=2)  # [N, Hp, Wp, C]
   return (grad[:, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w],)
 
 

@@ -64,6 +64,28 @@ def test_max_pool_gradient_of_a_tie_goes_to_the_first_maximum_once():
   assert grad[0, 0, 0, 0] == 1 and float(grad.sum()) == 1
 
 
+def _first_max_gradient(x, window, stride, pad, g):
+  """The reference: each output's gradient to the first maximum of its window in row-major order, one by one."""
+  xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-np.inf)
+  grad = np.zeros_like(xp)
+  for n, a, b, c in np.ndindex(*g.shape):
+    patch = xp[n, a * stride:a * stride + window, b * stride:b * stride + window, c]
+    i, j = np.unravel_index(np.argmax(patch), patch.shape)  # numpy's argmax: the first in row-major order
+    grad[n, a * stride + i, b * stride + j, c] += g[n, a, b, c]
+  return grad[:, pad:pad + x.shape[1], pad:pad + x.shape[2]]
+
+
+@pytest.mark.parametrize('size,window,stride,padding', [(9, 3, 1, 1), (13, 3, 2, 0), (8, 3, 2, 1)])
+def test_max_pool_gradient_with_many_ties_follows_the_row_major_rule(size, window, stride, padding):
+  """Small integers tie in most windows; a tie at (0, 2) and (1, 0) is row-major's (0, 2), column-major's (1, 0)."""
+  x = np.random.RandomState(2).randint(0, 3, (2, size, size, 4)).astype(np.float32)
+  x[0, :3, :3, 0] = [[0, 0, 5], [5, 0, 0], [0, 0, 0]]
+  y = layers.max_pool(jnp.asarray(x), window, stride, padding, 'always')
+  g = np.random.RandomState(3).rand(*y.shape).astype(np.float32)
+  _, vjp = jax.vjp(lambda x: layers.max_pool(x, window, stride, padding, 'always'), jnp.asarray(x))
+  np.testing.assert_allclose(vjp(jnp.asarray(g))[0], _first_max_gradient(x, window, stride, padding, g), rtol=1e-6)
+
+
 def test_policy_follows_the_backend():
   assert cpu_grads.enabled('cpu') == (jax.default_backend() == 'cpu')
   assert cpu_grads.enabled('always') and not cpu_grads.enabled('never')
