@@ -11,7 +11,6 @@ crop, distort, batch, transfer to the devices) over the config's data or --data,
 `images/s: X`; --json writes every figure. Any --config.* override applies.
 """
 import json
-import os
 import sys
 import time
 
