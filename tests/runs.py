@@ -52,14 +52,14 @@ def tiny_flags(root, workdir, variant='mini', **overrides) -> list:
       f'--config.{k}={v}' for k, v in tiny_overrides(root, workdir, **overrides).items()]
 
 
-def restore_state(workdir):
-  """The latest checkpoint's (step, TrainState as arrays on this process's first device, meta).
+def restore_state(workdir, step=None):
+  """Checkpoint `step`'s (latest: None) (step, TrainState as arrays on this process's first device, meta).
 
   Works whatever topology wrote it (e.g. a 2-process run read back in the one-process test).
   """
   mgr = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'), item_handlers={
       'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()})
-  step = mgr.latest_step()
+  step = mgr.latest_step() if step is None else step
   metadata = mgr.item_metadata(step)['state']
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)

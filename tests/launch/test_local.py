@@ -20,8 +20,17 @@ from launch import local
 from tests.runs import REPO, assert_trees_close, make_small_folder, relative_difference, restore_state, tiny_config, \
     tiny_flags
 
-# The smoke-test network (tests/runs.py TINY: BatchNorm, dropout and an aux head on), 6 steps, a checkpoint every step.
-RUN = dict(num_epochs=6, checkpoint_every_steps=1)
+# The smoke-test network (tests/runs.py TINY: BatchNorm, dropout and an aux head on), 6 steps, a checkpoint every step,
+# all kept (the comparisons below read single steps).
+RUN = dict(num_epochs=6, checkpoint_every_steps=1, keep_checkpoints=6)
+
+# How far two topologies' weights may drift apart. One step from the same state agrees to float rounding (measured
+# 1.8e-6 relative, 2x2 vs 1x4); over the 6 steps that rounding grows, by jumps where a near-tie (a max-pool winner, a
+# ReLU at 0) falls the other way: 1x4 vs 1x1 measured 2.4e-6, 1.6e-4, 4.8e-4, 4.6e-3, 6.3e-3 and 7.7e-3 after steps 1-6,
+# with XLA's own max-pool gradient as with ours, while 2x2 stayed within 1.2e-6 of 1x1 (which runs land together is
+# luck). Other data, dropout masks, or a process stepping on its own half of each batch differ by tens of percent in
+# the first step itself.
+ONE_STEP, SIX_STEPS = 1e-4, 3e-2
 
 
 @pytest.fixture(scope='module')
@@ -90,16 +99,18 @@ def test_two_processes_train_as_one_process_on_four_devices(small_folder, two_by
   assert {step for step, _, _ in states.values()} == {6}
   assert states['2x2'][2]['process_count'] == 2 and states['2x2'][2]['train_skipped_images'] == 0
 
+  # The updates (trained - initial weights), after the first step and at the end (see ONE_STEP above).
   init = initial_params(small_folder, tmp_path)
+  first = {name: trained_part(restore_state(str(workdir), step=1)[1], init)
+           for name, workdir in (('2x2', two_by_two), ('1x4', tmp_path / '1x4'))}
   updates = {name: trained_part(state, init) for name, (_, state, _) in states.items()}
-  # The updates (trained - initial weights) agree to float rounding grown over 6 steps (2x2 vs 1x4 measured 2.2e-4
-  # relative; 3e-6 after 3 steps); a process stepping on its own half of each batch, or other data or dropout masks,
-  # would differ by tens of percent.
   for name in ('1x4',):
-    assert relative_difference(updates['2x2'], updates[name]) < 2e-3, name
-    assert relative_difference(states['2x2'][1]['ema_params'], states[name][1]['ema_params']) < 1e-4, name
+    assert relative_difference(first['2x2'], first[name]) < ONE_STEP, name
+    assert relative_difference(updates['2x2'], updates[name]) < SIX_STEPS, name
+    # The EMA (decay 0.99 here) holds 6% of the drift (measured 1.1e-4) and the loss less.
+    assert relative_difference(states['2x2'][1]['ema_params'], states[name][1]['ema_params']) < SIX_STEPS / 10, name
     assert results[name]['eval/examples'] == final['eval/examples'] > 0  # every eval image counted once
-    assert results[name]['eval_ema/loss'] == pytest.approx(final['eval_ema/loss'], rel=1e-4)
+    assert results[name]['eval_ema/loss'] == pytest.approx(final['eval_ema/loss'], rel=SIX_STEPS / 10)
 
 
 def child_pid(workdir, process_id):
@@ -167,12 +178,20 @@ def test_preempted_then_killed_run_resumes_bitwise_and_on_fewer_devices(small_fo
   assert [row['step'] for row in rows if 'train/loss' in row] == list(range(1, 7))  # each step once after resumes
 
   # 4. The checkpoint the 2 x 2 run left at the kill resumes in one process on 2 devices: the same global batches, so
-  # the same end up to the all-reduce's float rounding (see the test above for its size).
+  # its first step from there is the 2 x 2 run's up to float rounding, and its end within the drift (ONE_STEP above).
+  # (A kill after step 6's checkpoint would leave nothing to train: then it resumes from step 5's.)
+  resume_at = min(killed_at, 5)
+  for step in range(resume_at + 1, 7):
+    shutil.rmtree(elastic / 'checkpoints' / str(step), ignore_errors=True)
   train.train_and_evaluate(tiny_config(small_folder, elastic, **RUN), devices=jax.devices()[:2])
   _, state_c, _ = restore_state(str(elastic))
+  start = jax.tree.leaves(restore_state(str(elastic), step=resume_at)[1]['params'])
+  step_two_by_two = trained_part(restore_state(str(workdir), step=resume_at + 1)[1], start)
+  step_elastic = trained_part(restore_state(str(elastic), step=resume_at + 1)[1], start)
+  assert relative_difference(step_two_by_two, step_elastic) < ONE_STEP
   init = initial_params(small_folder, tmp_path)
-  assert relative_difference(trained_part(state_a, init), trained_part(state_c, init)) < 2e-3
-  assert relative_difference(state_a['ema_params'], state_c['ema_params']) < 1e-4
+  assert relative_difference(trained_part(state_a, init), trained_part(state_c, init)) < SIX_STEPS
+  assert relative_difference(state_a['ema_params'], state_c['ema_params']) < SIX_STEPS / 10
 
 
 def test_launcher_commands_and_environment():
