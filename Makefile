@@ -40,11 +40,12 @@ train: install
 	$(PY) -m inception.main --config=configs/googlenet.py:mini $(ARGS)
 
 # The suite without the tests marked slow (multi-process kill-and-resume, a real sweep, ...); CI runs both targets.
+# test-slow spreads its long tests over 2 pytest-xdist workers (27.6 min on the 2-core machine; 37 in one process on CI).
 test: install
 	$(PY) -m pytest -q tests -m "not slow" $(ARGS)
 
 test-slow: install
-	$(PY) -m pytest -q tests -m slow $(ARGS)
+	$(PY) -m pytest -q tests -m slow -n 2 --dist loadgroup $(ARGS)
 
 summary: install
 	$(PY) -m inception.models googlenet

@@ -83,6 +83,7 @@ def trained_part(state, init):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group('two_by_two')  # one worker runs the shared 2x2 run once
 def test_two_processes_train_as_one_process_on_four_devices(small_folder, two_by_two, tmp_path):
   """Same global batches, same dropout masks, one gradient all-reduce: 2x2 and 1x4 end with the same weights (1 and 2
   devices: the elastic resume in the next test)."""
@@ -133,6 +134,7 @@ def wait_for(path, proc, timeout=600):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group('two_by_two')  # one worker runs the shared 2x2 run once
 def test_preempted_then_killed_run_resumes_bitwise_and_on_fewer_devices(small_folder, two_by_two, tmp_path):
   workdir = tmp_path / 'run'
   # 1. SIGTERM to one process (a host's preemption notice): both agree on a step, save it and exit 75, and the launcher
