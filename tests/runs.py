@@ -53,7 +53,7 @@ def tiny_flags(root, workdir, variant='mini', **overrides) -> list:
 
 
 def restore_state(workdir, step=None):
-  """Checkpoint `step`'s (latest: None) (step, TrainState as arrays on this process's first device, meta).
+  """Checkpoint `step` (None: the latest) as (step, TrainState as arrays on this process's first device, meta).
 
   Works whatever topology wrote it (e.g. a 2-process run read back in the one-process test).
   """
