@@ -1,14 +1,15 @@
 """Throughput of the real train step, eval step or training input pipeline, for any config:
 
   python -m inception.benchmark --config=configs/googlenet.py:mini --mode=train [--batch=32] [--image-size=112] \
-      [--steps=10] [--dtype=float32|bfloat16] [--json=FILE]
+      [--steps=10] [--dtype=float32|bfloat16] [--json=FILE] [--profile=DIR]
   python -m inception.benchmark --config=configs/googlenet.py:mini --mode=input [--data=FOLDER]
 
 train / eval: the loop's own jitted steps (loss, aux heads, optimizer, EMA; or the eval step) on synthetic data already
 on the devices, timed over --steps steps after compilation (reported apart), with the FLOP/s the compiled program's
 cost analysis implies and, where the device's peak is known, its share. input: the training input pipeline (decode,
 crop, distort, batch, transfer to the devices) over the config's data or --data, no model. The last line is
-`images/s: X`; --json writes every figure. Any --config.* override applies.
+`images/s: X`; --json writes every figure; --profile writes a profiler trace of the timed steps (TensorBoard's
+profile plugin or Perfetto reads it; `benchmarks/profile_ops.py` sums it by op). Any --config.* override applies.
 """
 import json
 import sys
@@ -29,6 +30,7 @@ _DTYPE = flags.DEFINE_enum('dtype', None, ['float32', 'bfloat16'], 'Compute dtyp
 _DATA = flags.DEFINE_string('data', None, '--mode=input: an image folder to read instead of the config\'s data.')
 _NUM_CLASSES = flags.DEFINE_integer('num-classes', 1000, 'train / eval: classifier outputs (no data is read).')
 _JSON = flags.DEFINE_string('json', None, 'Also write the figures to this JSON file.')
+_PROFILE = flags.DEFINE_string('profile', None, 'train / eval: write a jax.profiler trace of the timed steps here.')
 
 # Dense peak FLOP/s per device by jax device_kind, for the share of peak (float32 / bfloat16; vendors' datasheets).
 PEAK_FLOPS = {
@@ -75,8 +77,9 @@ def _time_steps(run, n: int) -> float:
   return (time.perf_counter() - t0) / max(n, 1)
 
 
-def benchmark_step(config, mode: str, num_classes: int, steps: int, warmup: int) -> dict:
-  """Figures of the jitted train or eval step on synthetic device-resident data (see the module docstring)."""
+def benchmark_step(config, mode: str, num_classes: int, steps: int, warmup: int, profile_dir=None) -> dict:
+  """Figures of the jitted train or eval step on synthetic device-resident data (see the module docstring);
+  with `profile_dir`, the timed steps run under `jax.profiler.trace` (a Perfetto trace too), which costs a little."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
@@ -122,7 +125,11 @@ def benchmark_step(config, mode: str, num_classes: int, steps: int, warmup: int)
     run = lambda: step(state.params, state.model_state, batch)
   compile_s = time.perf_counter() - t0
   _time_steps(run, warmup)
-  seconds = _time_steps(run, steps)
+  if profile_dir:
+    with jax.profiler.trace(profile_dir, create_perfetto_trace=True):
+      seconds = _time_steps(run, steps)
+  else:
+    seconds = _time_steps(run, steps)
 
   flops = _flops(step) * mesh.devices.size  # XLA counts one device's share of the SPMD program
   device = jax.devices()[0]
@@ -193,7 +200,7 @@ def main(argv):
     if _MODE.value == 'input':
       figures = benchmark_input(config, _STEPS.value, _WARMUP.value)
     else:
-      figures = benchmark_step(config, _MODE.value, _NUM_CLASSES.value, _STEPS.value, _WARMUP.value)
+      figures = benchmark_step(config, _MODE.value, _NUM_CLASSES.value, _STEPS.value, _WARMUP.value, _PROFILE.value)
   except errors.UserError as e:  # a bad config or data: one line, as inception.main
     sys.exit(f'{type(e).__name__}: {e}')
   if _JSON.value:

@@ -17,12 +17,13 @@ TWO_DEVICES = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}  # quick
 
 @pytest.mark.parametrize('mode', ['train', 'eval'])
 def test_step_benchmark_prints_throughput_and_flops(mode, tmp_path):
-  """The real steps (aux head in training) of the smoke-test network at 64 px; the figures add up."""
-  out = tmp_path / 'figures.json'
+  """The real steps (aux head in training) of the smoke-test network at 64 px; the figures add up, and the
+  profile of the timed steps sums by op."""
+  out, profile = tmp_path / 'figures.json', tmp_path / 'profile'
   proc = subprocess.run(
       [sys.executable, '-m', 'inception.benchmark', '--config=configs/googlenet.py:mini', f'--mode={mode}',
        '--config.model.name=inception_tiny', '--steps=2', '--warmup=1', '--batch=4', '--image-size=64',
-       '--num-classes=10', f'--json={out}'],
+       '--num-classes=10', f'--json={out}', f'--profile={profile}'],
       cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, 'PYTHONPATH': REPO, **TWO_DEVICES})
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = proc.stdout.strip().splitlines()
@@ -37,6 +38,17 @@ def test_step_benchmark_prints_throughput_and_flops(mode, tmp_path):
                                                                      rngs=nnx.Rngs(params=0)))
   ratio = figures['gflop_per_step'] / 4 / (2e-9 * summary.summarize(model, 64)[1]['multiply_adds'])
   assert (3.0 < ratio < 5.0) if mode == 'train' else (0.8 < ratio < 1.2), figures
+
+  ops = subprocess.run([sys.executable, 'benchmarks/profile_ops.py', str(profile), '--steps=2', '--top=5'],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert ops.returncode == 0, ops.stderr[-3000:]
+  head, *rows = ops.stdout.strip().splitlines()
+  assert ': ' in head and ' ms of ops per step' in head, ops.stdout
+  per_step = float(re.search(r': ([0-9.]+) ms of ops per step', head).group(1))
+  shares = [float(re.search(r'ms +([0-9.]+)%', row).group(1)) for row in rows]
+  # Largest first, and the rows are parts of the total (an op nested in another is not counted twice).
+  assert per_step > 0 and shares == sorted(shares, reverse=True) and sum(shares) <= 100.05, ops.stdout
+  assert 1 <= len(rows) <= 5, ops.stdout
 
 
 def test_input_benchmark_reads_the_training_pipeline(small_images, tmp_path):
