@@ -18,12 +18,12 @@ TWO_DEVICES = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}  # quick
 @pytest.mark.parametrize('mode', ['train', 'eval'])
 def test_step_benchmark_prints_throughput_and_flops(mode, tmp_path):
   """The real steps (aux head in training) of the smoke-test network at 64 px; the figures add up, and the
-  profile of the timed steps sums by op."""
+  train steps' profile sums by op."""
   out, profile = tmp_path / 'figures.json', tmp_path / 'profile'
   proc = subprocess.run(
       [sys.executable, '-m', 'inception.benchmark', '--config=configs/googlenet.py:mini', f'--mode={mode}',
        '--config.model.name=inception_tiny', '--steps=2', '--warmup=1', '--batch=4', '--image-size=64',
-       '--num-classes=10', f'--json={out}', f'--profile={profile}'],
+       '--num-classes=10', f'--json={out}'] + ([f'--profile={profile}'] if mode == 'train' else []),
       cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, 'PYTHONPATH': REPO, **TWO_DEVICES})
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = proc.stdout.strip().splitlines()
@@ -38,7 +38,8 @@ def test_step_benchmark_prints_throughput_and_flops(mode, tmp_path):
                                                                      rngs=nnx.Rngs(params=0)))
   ratio = figures['gflop_per_step'] / 4 / (2e-9 * summary.summarize(model, 64)[1]['multiply_adds'])
   assert (3.0 < ratio < 5.0) if mode == 'train' else (0.8 < ratio < 1.2), figures
-
+  if mode != 'train':
+    return
   ops = subprocess.run([sys.executable, 'benchmarks/profile_ops.py', str(profile), '--steps=2', '--top=5'],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
   assert ops.returncode == 0, ops.stderr[-3000:]
