@@ -83,7 +83,7 @@ def benchmark_step(config, mode: str, num_classes: int, steps: int, warmup: int,
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
-  from inception import models, optim, sharding, steps as steps_lib  # pylint: disable=import-outside-toplevel
+  from inception import compiler_options, models, optim, sharding, steps as steps_lib  # pylint: disable=import-outside-toplevel
 
   size = config.pp.image_size
   batch_size = config.batch_size if mode == 'train' else config.eval_batch_size
@@ -113,7 +113,8 @@ def benchmark_step(config, mode: str, num_classes: int, steps: int, warmup: int,
   t0 = time.perf_counter()
   if mode == 'train':
     step = jax.jit(steps_lib.make_train_step(train_graphdef, tx, schedule, config), in_shardings=(repl, data),
-                   out_shardings=(repl, repl), donate_argnums=0).lower(state, batch).compile()
+                   out_shardings=(repl, repl), donate_argnums=0,
+                   compiler_options=compiler_options.for_backend(config)).lower(state, batch).compile()
     holder = {'state': state}
 
     def run():
@@ -121,7 +122,8 @@ def benchmark_step(config, mode: str, num_classes: int, steps: int, warmup: int,
       return metrics
   else:
     step = jax.jit(steps_lib.make_eval_step(eval_graphdef, config), in_shardings=(repl, repl, data),
-                   out_shardings=repl).lower(state.params, state.model_state, batch).compile()
+                   out_shardings=repl, compiler_options=compiler_options.for_backend(config)).lower(
+                       state.params, state.model_state, batch).compile()
     run = lambda: step(state.params, state.model_state, batch)
   compile_s = time.perf_counter() - t0
   _time_steps(run, warmup)

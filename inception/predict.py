@@ -55,7 +55,7 @@ def main(argv):
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from inception import augment, errors, sharding, steps, trained  # pylint: disable=import-outside-toplevel
+  from inception import augment, compiler_options, errors, sharding, steps, trained  # pylint: disable=import-outside-toplevel
   from inception.data import crops as crops_lib  # pylint: disable=import-outside-toplevel
   mesh = sharding.make_mesh(jax.local_devices()[:1])
   try:
@@ -64,7 +64,8 @@ def main(argv):
     sys.exit(f'{type(e).__name__}: {e}')
   crops = int(_CROPS.value)
   pp = augment.stage_pp(run.config.pp, 'eval')
-  predict = jax.jit(steps.make_predict_step(run.graphdef, run.config))
+  predict = jax.jit(steps.make_predict_step(run.graphdef, run.config),
+                    compiler_options=compiler_options.for_backend(run.config))
   failed = 0
   for path in paths:
     try:

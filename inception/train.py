@@ -15,7 +15,7 @@ from absl import logging
 from etils import epath
 from flax import nnx
 
-from inception import checkpoint, config_checks, distributed, finetune, metrics, models, optim, preemption, sharding
+from inception import checkpoint, compiler_options, config_checks, distributed, finetune, metrics, models, optim, preemption, sharding
 from inception import steps
 from inception import workdir as workdir_lib
 from inception.errors import DivergedError, WorkdirError
@@ -108,7 +108,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, devices: Optional[Seq
   # ---------------------------------------------------------------- Steps and evaluators
   train_step = jax.jit(steps.make_train_step(train_graphdef, tx, schedule, config),
                        in_shardings=(repl, sharding.data_sharded(mesh)), out_shardings=(repl, repl),
-                       donate_argnums=0)
+                       donate_argnums=0, compiler_options=compiler_options.for_backend(config))
   evaluators = {name: EVALUATORS.get(name)(config, eval_graphdef, mesh, source) for name in config.evaluators}
 
   def evaluate(step: int) -> Dict[str, float]:

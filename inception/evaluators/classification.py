@@ -5,7 +5,7 @@ from typing import Dict
 import jax
 import numpy as np
 
-from inception import sharding, steps
+from inception import compiler_options, sharding, steps
 from inception.data import pipeline
 from inception.evaluators import EVALUATORS
 from inception.evaluators.multicrop import MultiCropEvaluator
@@ -23,7 +23,8 @@ class ClassificationEvaluator:
     # Built once: the folder source lists its files only here, not again at every evaluation.
     self.batches = pipeline.eval_batches(config, process_index=jax.process_index(),
                                          process_count=jax.process_count(), source=source)
-    self.eval_step = jax.jit(steps.make_eval_step(eval_graphdef, config), out_shardings=sharding.replicated(mesh))
+    self.eval_step = jax.jit(steps.make_eval_step(eval_graphdef, config), out_shardings=sharding.replicated(mesh),
+                             compiler_options=compiler_options.for_backend(config))
 
   def run(self, state) -> Dict[str, float]:
     weights = {'eval': (state.params, state.model_state), 'eval_ema': (state.ema_params, state.ema_model_state)}

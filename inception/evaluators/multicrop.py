@@ -12,7 +12,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
-from inception import sharding, steps
+from inception import compiler_options, sharding, steps
 from inception.data.multicrop import MultiCropBatches
 
 
@@ -66,7 +66,8 @@ class MultiCropEvaluator:
     def step(params, model_state, batch):  # the batch's indices ride along, replicated with the probabilities
       return {**predict(params, model_state, batch), **{k: batch[k] for k in ('example', 'label', 'mask')}}
 
-    self.step = jax.jit(step, out_shardings=sharding.replicated(mesh))
+    self.step = jax.jit(step, out_shardings=sharding.replicated(mesh),
+                        compiler_options=compiler_options.for_backend(config))
     self.last_rate: Optional[Dict[str, float]] = None
 
   def probabilities(self, params, model_state, num_classes: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
