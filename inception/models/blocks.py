@@ -82,7 +82,7 @@ def max_pool_valid(x: jax.Array, window: int, stride: int, custom_gradients: str
   """Max pooling of NHWC `x` padded by `pad` (-inf) on each side, the output size rounded down (TF's VALID at
   pad 0; at pad (window - 1) / 2 the size of a convolution with the same window, stride and padding)."""
   pads = ((pad, pad), (pad, pad))
-  if cpu_grads.enabled(custom_gradients):
+  if cpu_grads.enabled(custom_gradients, 'max_pool'):
     return cpu_grads.max_pool_nhwc(x, window, stride, pads)
   return jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max, (1, window, window, 1),
                                (1, stride, stride, 1), ((0, 0), *pads, (0, 0)))

@@ -15,16 +15,25 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-POLICIES = ('cpu', 'always', 'never')  # model.custom_gradients: on CPU backends only, on every backend, never
+# model.custom_gradients: both VJPs on CPU backends only; only the max-pool VJP on CPU backends (where XLA's own
+# kernel gradient is the faster one: with config.compiler_options' CPU default, docs/performance.md); both on every
+# backend; neither.
+POLICIES = ('cpu', 'cpu_pool', 'always', 'never')
+OPS = ('conv', 'max_pool')
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 Pads = Tuple[Tuple[int, int], Tuple[int, int]]
 
 
-def enabled(policy: str) -> bool:
-  """Whether `policy` (one of POLICIES) asks for the custom gradients on the backend being traced for."""
+def enabled(policy: str, op: str) -> bool:
+  """Whether `policy` (one of POLICIES) asks for the custom gradient of `op` (one of OPS: the convolution's kernel
+  gradient, the max pool's) on the backend being traced for."""
   if policy not in POLICIES:
     raise ValueError(f'custom_gradients={policy!r}: use one of {", ".join(POLICIES)}.')
-  return policy == 'always' or (policy == 'cpu' and jax.default_backend() == 'cpu')
+  if op not in OPS:
+    raise ValueError(f'No custom gradient for {op!r}; there are: {", ".join(OPS)}.')
+  if policy == 'cpu_pool' and op != 'max_pool':
+    return False
+  return policy == 'always' or (policy in ('cpu', 'cpu_pool') and jax.default_backend() == 'cpu')
 
 
 def _windows(x: jax.Array, kernel_hw: Tuple[int, int], strides: Tuple[int, int], pads: Pads,
@@ -79,7 +88,7 @@ def make_conv_general_dilated(policy: str):
 
   def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                            dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
-    plain = (enabled(policy) and lhs.ndim == 4 and not isinstance(padding, str) and feature_group_count == 1
+    plain = (enabled(policy, 'conv') and lhs.ndim == 4 and not isinstance(padding, str) and feature_group_count == 1
              and all(d in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
              and dimension_numbers == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
              and precision is None and kwargs.get('out_sharding') is None and 'preferred_element_type' not in kwargs)

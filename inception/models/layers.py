@@ -75,7 +75,7 @@ def _reduce_pool(x: jax.Array, init, op, window: int, stride: int, padding: int,
 def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0, custom_gradients: str = 'never') -> jax.Array:
   """Caffe max pooling on NHWC `x`; padding and the round-up overhang count as -inf. Where `custom_gradients`
   (cpu_grads.POLICIES) is enabled, the gradient is cpu_grads.max_pool_nhwc's, free of select-and-scatter."""
-  custom = cpu_grads.max_pool_nhwc if cpu_grads.enabled(custom_gradients) else None
+  custom = cpu_grads.max_pool_nhwc if cpu_grads.enabled(custom_gradients, 'max_pool') else None
   return _reduce_pool(x, np.array(-np.inf, dtype=x.dtype), jax.lax.max, window, stride, padding, custom)
 
 

@@ -87,10 +87,15 @@ def test_max_pool_gradient_with_many_ties_follows_the_row_major_rule(size, windo
 
 
 def test_policy_follows_the_backend():
-  assert cpu_grads.enabled('cpu') == (jax.default_backend() == 'cpu')
-  assert cpu_grads.enabled('always') and not cpu_grads.enabled('never')
+  on_cpu = jax.default_backend() == 'cpu'
+  for op in cpu_grads.OPS:
+    assert cpu_grads.enabled('cpu', op) == on_cpu
+    assert cpu_grads.enabled('always', op) and not cpu_grads.enabled('never', op)
+  assert cpu_grads.enabled('cpu_pool', 'max_pool') == on_cpu and not cpu_grads.enabled('cpu_pool', 'conv')
   with pytest.raises(ValueError, match='custom_gradients'):
-    cpu_grads.enabled('sometimes')
+    cpu_grads.enabled('sometimes', 'conv')
+  with pytest.raises(ValueError, match='No custom gradient'):
+    cpu_grads.enabled('cpu', 'lrn')
 
 
 def test_model_gradients_equal_with_and_without_custom_gradients():
