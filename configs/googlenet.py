@@ -44,7 +44,7 @@ def imagenet() -> ml_collections.ConfigDict:
 
   # XLA options every step compiles with, per backend (jax.default_backend()). On CPU, YNNPACK takes only the
   # reductions; convolutions and matrix products go to XLA's own kernels: 1.4x the train step of the published net
-  # at 224 px on 2 cores, 1.08x at 112 px with BN (docs/performance.md). `{}` = XLA's defaults.
+  # at 224 px on 2 cores, 1.0-1.1x at 112 px with BN (docs/performance.md). `{}` = XLA's defaults.
   c.compiler_options = ml_collections.ConfigDict(dict(
       cpu=ml_collections.ConfigDict(dict(xla_cpu_experimental_ynn_fusion_type='LIBRARY_FUSION_TYPE_REDUCE')),
   ))
