@@ -102,9 +102,18 @@ def make_conv_general_dilated(policy: str):
 
 
 def _xla_max_pool(x, window, stride, pads):
+  """The forward max pool. At stride 1 it is the maximum of the window^2 shifted slices of the padded input: one
+  elementwise fusion that XLA:CPU runs 3-4x faster than its reduce_window (docs/performance.md); the values are the
+  same (a maximum rounds nothing). At larger strides reduce_window was the faster."""
   init = np.array(-np.inf, dtype=x.dtype)
-  return lax.reduce_window(x, init, lax.max, (1, window, window, 1), (1, stride, stride, 1),
-                           ((0, 0), pads[0], pads[1], (0, 0)))
+  if stride != 1:
+    return lax.reduce_window(x, init, lax.max, (1, window, window, 1), (1, stride, stride, 1),
+                             ((0, 0), pads[0], pads[1], (0, 0)))
+  n, _, _, c = x.shape
+  xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=init)  # [N, Hp, Wp, C]
+  ho, wo = xp.shape[1] - window + 1, xp.shape[2] - window + 1
+  shifted = (lax.slice(xp, (0, i, j, 0), (n, i + ho, j + wo, c)) for i in range(window) for j in range(window))
+  return functools.reduce(jnp.maximum, shifted)  # [N, Ho, Wo, C]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
