@@ -176,7 +176,8 @@ class GoogLeNet(staged.StagedNet):
       bn_momentum: running-statistics momentum of every BatchNorm.
       bn_epsilon: variance epsilon of every BatchNorm.
       custom_gradients: where the convolution kernel and max-pool gradients use models/cpu_grads.py instead of
-        XLA's ('cpu': on CPU backends only; 'always'; 'never'); the forward pass and the results are the same.
+        XLA's ('cpu': both, on CPU backends only; 'cpu_pool': only the max pool's, on CPU backends; 'always';
+        'never'); the results are the same.
       fuse_1x1: run each inception block's three 1x1 convolutions that read its input as one (layers.fused_1x1);
         the same parameters and results.
       rngs: needs a 'params' stream (or a default one) for initialization.
