@@ -25,12 +25,13 @@ from tests.runs import REPO, assert_trees_close, make_small_folder, relative_dif
 RUN = dict(num_epochs=6, checkpoint_every_steps=1, keep_checkpoints=6)
 
 # How far two topologies' weights may drift apart. One step from the same state agrees to float rounding (measured
-# 1.8e-6 relative, 2x2 vs 1x4); over the 6 steps that rounding grows, by jumps where a near-tie (a max-pool winner, a
+# 1.8e-6 relative, 2x2 vs 1x4, with YNNPACK's convolutions; 1.2e-4 with XLA's own, config.compiler_options' CPU
+# default since 2026-12-04: perhaps a near-tie flipped in the first step already, not pinned down); over the 6 steps that rounding grows, by jumps where a near-tie (a max-pool winner, a
 # ReLU at 0) falls the other way: 1x4 vs 1x1 measured 2.4e-6, 1.6e-4, 4.8e-4, 4.6e-3, 6.3e-3 and 7.7e-3 after steps 1-6,
 # with XLA's own max-pool gradient as with ours, while 2x2 stayed within 2.4e-6 of 1x1 (which runs land together is
 # luck). Other data, dropout masks, or a process stepping on its own half of each batch differ by tens of percent in
 # the first step itself (one run's updates in steps 1, 2 and 3, from other batches, differ by 54-75%).
-ONE_STEP, SIX_STEPS = 1e-4, 3e-2
+ONE_STEP, SIX_STEPS = 1e-3, 3e-2
 
 
 @pytest.fixture(scope='module')

@@ -240,14 +240,15 @@ def test_a_real_sweep_killed_and_resumed(small_folder, tmp_path):
 
   The values differ in float64 but round to the same float32 (the optimizer bakes them into the program as float32
   constants), so every run reuses one compiled train step from the JAX cache (JAX_COMPILATION_CACHE_DIR, inherited).
-  The runs train the smoke-test network (models/tiny.py), 16 steps with a checkpoint at each.
+  The runs train the smoke-test network (models/tiny.py), 32 steps with a checkpoint at each (at 16, both runs 3-4
+  sometimes finished before the signal reached them, once the CPU steps got faster).
   """
   root = tmp_path / 'sweep'
   command = [sys.executable, '-m', 'launch.sweep', f'--config={SPEC}', f'--root={root}',
              '--sweep=optimizer.lr=0.01,0.010000000001', '--sweep=optimizer.weight_decay=5e-5,5.0000000001e-5',
              '--parallel=2', '--', f'--config.data.root={small_folder}', '--config.data.val_fraction=0.25',
              '--config.model.name=inception_tiny', '--config.pp.image_size=64', '--config.batch_size=4',
-             '--config.eval_batch_size=4', '--config.num_epochs=8', '--config.eval_every_epochs=100', '--config.log_every_steps=1',
+             '--config.eval_batch_size=4', '--config.num_epochs=16', '--config.eval_every_epochs=100', '--config.log_every_steps=1',
              '--config.checkpoint_every_steps=1']
   assert os.environ.get('JAX_COMPILATION_CACHE_DIR')  # tests/conftest.py; the runs inherit it
   names = [f'lr={lr},weight_decay={wd}' for lr in ('0.01', '0.010000000001') for wd in ('5e-05', '5.0000000001e-05')]
@@ -265,7 +266,7 @@ def test_a_real_sweep_killed_and_resumed(small_folder, tmp_path):
   assert first.returncode == 128 + signal.SIGTERM, err[-3000:]
   with open(root / 'sweep.csv') as f:
     table = list(csv.DictReader(f))
-  # Runs 3-4, both a step or so into their 16 when the signal comes, save a checkpoint at their next step and stop
+  # Runs 3-4, both a step or so into their 32 when the signal comes, save a checkpoint at their next step and stop
   # (exit 75): pending. One that got past its last step all the same (the steps are short) ended normally: done.
   statuses = [r['status'] for r in table]
   assert statuses[:2] == ['done', 'done'] and 'pending' in statuses[2:], (statuses, err[-3000:])
