@@ -15,11 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-# model.custom_gradients: both VJPs on CPU backends only; only the max-pool VJP on CPU backends (where XLA's own
-# kernel gradient is the faster one: with config.compiler_options' CPU default, docs/performance.md); both on every
-# backend; neither.
-POLICIES = ('cpu', 'cpu_pool', 'always', 'never')
-OPS = ('conv', 'max_pool')
+OPS = ('conv', 'max_pool')  # the convolution's kernel gradient, the max pool's
+# model.custom_gradients -> the ops whose VJP is custom. 'cpu' and 'cpu_pool' apply on CPU backends only; 'cpu_pool'
+# leaves the kernel gradient to XLA, the faster under config.compiler_options' CPU default (docs/performance.md).
+_POLICY_OPS = {'cpu': OPS, 'cpu_pool': ('max_pool',), 'always': OPS, 'never': ()}
+POLICIES = tuple(_POLICY_OPS)
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 Pads = Tuple[Tuple[int, int], Tuple[int, int]]
 
@@ -31,9 +31,7 @@ def enabled(policy: str, op: str) -> bool:
     raise ValueError(f'custom_gradients={policy!r}: use one of {", ".join(POLICIES)}.')
   if op not in OPS:
     raise ValueError(f'No custom gradient for {op!r}; there are: {", ".join(OPS)}.')
-  if policy == 'cpu_pool' and op != 'max_pool':
-    return False
-  return policy == 'always' or (policy in ('cpu', 'cpu_pool') and jax.default_backend() == 'cpu')
+  return op in _POLICY_OPS[policy] and (policy == 'always' or jax.default_backend() == 'cpu')
 
 
 def _windows(x: jax.Array, kernel_hw: Tuple[int, int], strides: Tuple[int, int], pads: Pads,
