@@ -9,15 +9,12 @@ of devices or hosts. The distributions are the paper-era ones TF's stateless_ran
 U(-b, b), contrast and saturation factors U(lo, hi), hue delta U(-h, h), applied in a random order (uniform over
 permutations) with a clip to [0, 1] after each; the adjustments are dm-pix's equivalents of tf.image.adjust_*.
 """
-from typing import Any, Callable, List, Mapping, Sequence
+from typing import Any, Callable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import dm_pix
 import jax
 import jax.numpy as jnp
 import ml_collections
-
-# A distortion: fn(image float32 [H, W, 3] in [0, 1], key) -> image.
-Distortion = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def stage_pp(pp: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
@@ -28,23 +25,60 @@ def stage_pp(pp: ml_collections.ConfigDict, stage: str) -> ml_collections.Config
   return ml_collections.ConfigDict(flat)
 
 
+class Distortion(NamedTuple):
+  """One colour distortion: `draw(key)` gives its random parameter. An RGB one is `rgb(image [H, W, 3], p)`; an HSV
+  one is `hsv(hue, saturation, p) -> (hue, saturation)` on the planes, so that a slot converts to HSV and back once
+  for all the HSV ones (under vmap every op of a slot is evaluated, chosen or not)."""
+  draw: Callable[[jax.Array], jax.Array]
+  rgb: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None
+  hsv: Optional[Callable[[jax.Array, jax.Array, jax.Array], Tuple[jax.Array, jax.Array]]] = None
+
+
+def _uniform(lo: float, hi: float) -> Callable[[jax.Array], jax.Array]:
+  return lambda key: jax.random.uniform(key, (), minval=lo, maxval=hi)
+
+
+def _saturation(hue, saturation, factor):  # dm_pix.adjust_saturation's edit of the planes
+  return hue, jnp.clip(saturation * factor, 0.0, 1.0)
+
+
+def _hue(hue, saturation, delta):  # dm_pix.adjust_hue's edit of the planes
+  return (hue + delta) % 1.0, saturation
+
+
 def photometric_ops(pp: Mapping[str, Any]) -> List[Distortion]:
   """The enabled colour distortions of a stage's flat pp (brightness, contrast, saturation, hue); 0 / None turns one
   off."""
   ops = []
   if pp.get('brightness'):
     b = float(pp['brightness'])
-    ops.append(lambda x, k: dm_pix.adjust_brightness(x, jax.random.uniform(k, (), minval=-b, maxval=b)))
+    ops.append(Distortion(_uniform(-b, b), rgb=dm_pix.adjust_brightness))
   if pp.get('contrast'):
-    lo, hi = map(float, pp['contrast'])
-    ops.append(lambda x, k: dm_pix.adjust_contrast(x, jax.random.uniform(k, (), minval=lo, maxval=hi)))
+    ops.append(Distortion(_uniform(*map(float, pp['contrast'])), rgb=dm_pix.adjust_contrast))
   if pp.get('saturation'):
-    lo, hi = map(float, pp['saturation'])
-    ops.append(lambda x, k: dm_pix.adjust_saturation(x, jax.random.uniform(k, (), minval=lo, maxval=hi)))
+    ops.append(Distortion(_uniform(*map(float, pp['saturation'])), hsv=_saturation))
   if pp.get('hue'):
     h = float(pp['hue'])
-    ops.append(lambda x, k: dm_pix.adjust_hue(x, jax.random.uniform(k, (), minval=-h, maxval=h)))
+    ops.append(Distortion(_uniform(-h, h), hsv=_hue))
   return ops
+
+
+def _one_of(image: jax.Array, chosen: jax.Array, ops: Sequence[Distortion], params: Sequence[jax.Array]) -> jax.Array:
+  """`ops[chosen]` applied to `image` with its parameter: every RGB op is evaluated and the HSV ones share a single
+  round trip, in which only the chosen one edits the planes, so the result equals the chosen op alone."""
+  result = image
+  if any(op.hsv for op in ops):
+    hsv = dm_pix.rgb_to_hsv(image)
+    hue, saturation = hsv[..., 0], hsv[..., 1]
+    for i, op in enumerate(ops):
+      if op.hsv:
+        new_hue, new_saturation = op.hsv(hue, saturation, params[i])
+        hue, saturation = jnp.where(chosen == i, new_hue, hue), jnp.where(chosen == i, new_saturation, saturation)
+    result = dm_pix.hsv_to_rgb(jnp.stack([hue, saturation, hsv[..., 2]], axis=-1))
+  for i, op in enumerate(ops):
+    if op.rgb:
+      result = jnp.where(chosen == i, op.rgb(image, params[i]), result)
+  return result
 
 
 def distort_colours(image: jax.Array, key: jax.Array, ops: Sequence[Distortion]) -> jax.Array:
@@ -54,9 +88,9 @@ def distort_colours(image: jax.Array, key: jax.Array, ops: Sequence[Distortion])
     return image
   keys = jax.random.split(key, len(ops) + 1)
   order = jax.random.permutation(keys[0], len(ops))
-  branches = [lambda x, i=i: ops[i](x, keys[i + 1]) for i in range(len(ops))]
+  params = [op.draw(keys[i + 1]) for i, op in enumerate(ops)]
   for slot in range(len(ops)):
-    image = jnp.clip(jax.lax.switch(order[slot], branches, image), 0.0, 1.0)
+    image = jnp.clip(_one_of(image, order[slot], ops, params), 0.0, 1.0)
   return image
 
 

@@ -50,10 +50,37 @@ def test_factors_are_drawn_from_the_configured_ranges():
 
 
 def test_distortions_run_in_a_random_order_each_from_its_own_key():
-  ops = [lambda x, k: x + 0.1, lambda x, k: x * 2.0]  # Do not commute: 0.2 -> 0.6 or 0.5.
+  ops = [augment.Distortion(lambda k: 0.1, rgb=lambda x, p: x + p),  # Do not commute: 0.2 -> 0.6 or 0.5.
+         augment.Distortion(lambda k: 2.0, rgb=lambda x, p: x * p)]
   image = jnp.full([2, 2, 3], 0.2)
   results = {round(float(augment.distort_colours(image, jax.random.key(i), ops)[0, 0, 0]), 4) for i in range(40)}
   assert results == {0.6, 0.5}
+
+
+def one_op_at_a_time(image, key, pp):
+  """The distortions as dm-pix's four adjust_* calls, only the chosen one per slot, with the same draws: the
+  reference for the batched form, which evaluates every op of a slot and shares one HSV round trip."""
+  adjust = {'brightness': augment.dm_pix.adjust_brightness, 'contrast': augment.dm_pix.adjust_contrast,
+            'saturation': augment.dm_pix.adjust_saturation, 'hue': augment.dm_pix.adjust_hue}
+  names = [n for n in adjust if pp.get(n)]
+  keys = jax.random.split(key, len(names) + 1)
+  params = [op.draw(keys[i + 1]) for i, op in enumerate(augment.photometric_ops(pp))]
+  for i in np.asarray(jax.random.permutation(keys[0], len(names))):
+    image = jnp.clip(adjust[names[i]](image, params[i]), 0.0, 1.0)
+  return image
+
+
+@pytest.mark.parametrize('enabled', [('brightness', 'contrast', 'saturation', 'hue'), ('saturation', 'hue'),
+                                     ('hue', 'brightness')])
+def test_the_batched_distortions_equal_the_chosen_op_alone(enabled):
+  pp = {**OFF, **{n: v for n, v in dict(brightness=32 / 255, contrast=(0.5, 1.5), saturation=(0.5, 1.5),
+                                        hue=0.2).items() if n in enabled}, 'value_range': (0.0, 1.0)}
+  images = pixels([16, 9, 7, 3])
+  out = np.asarray(jax.jit(lambda i, s: augment.train_images(i, s, pp))(images, seeds(16)))
+  keys = jax.vmap(jax.random.wrap_key_data)(jnp.asarray(seeds(16)))
+  for n in range(16):
+    expect = one_op_at_a_time(jnp.asarray(images[n], jnp.float32) / 255.0, keys[n], pp)
+    np.testing.assert_allclose(out[n], np.asarray(expect), atol=1e-6, err_msg=f'example {n}')
 
 
 def test_each_example_depends_on_its_seed_only():
