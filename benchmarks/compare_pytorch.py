@@ -10,6 +10,10 @@ and eval on the published GoogLeNet in float32; input on the training crops of t
 side is PIL in DataLoader workers (one per host core) twice, with the colour distortions on the host (what a PIL
 pipeline must do) and without them (only this project's host part). It prints every run's images/s, then per mode
 the medians and their ratio (this project / PyTorch). docs/performance.md records what it printed.
+
+Both sides run with the same host memory settings: where this project's commands restart with huge pages
+(inception/host_memory.py), the PyTorch runs get the same `GLIBC_TUNABLES`; `--torch-env=default` leaves PyTorch's
+environment as it is, to measure what the setting buys it.
 """
 import argparse
 import os
@@ -18,12 +22,14 @@ import statistics
 import subprocess
 import sys
 
+from inception import host_memory
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def images_per_second(cmd) -> float:
-  """Runs `cmd` in the repository and returns the X of its `images/s: X` line."""
-  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+def images_per_second(cmd, env=None) -> float:
+  """Runs `cmd` in the repository (in `env`, default this one's) and returns the X of its `images/s: X` line."""
+  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
   found = re.findall(r'^images/s: ([0-9.]+)$', out.stdout, re.M)
   if out.returncode or not found:
     raise SystemExit(f'{" ".join(cmd)} failed (exit {out.returncode}):\n{out.stdout[-2000:]}{out.stderr[-2000:]}')
@@ -41,7 +47,14 @@ def main():
   parser.add_argument('--modes', default='train,eval', help='Comma-separated: train, eval, input.')
   parser.add_argument('--data', default='../shared/data/caltech101', help='input: the image folder to read.')
   parser.add_argument('--input-steps', type=int, default=100, help='input: timed batches per run.')
+  parser.add_argument('--torch-env', default='same', choices=['same', 'default'],
+                      help='same: the reference runs get the host memory settings this project restarts with.')
   args = parser.parse_args()
+
+  reference_env = dict(os.environ)
+  if args.torch_env == 'same' and host_memory.would_restart():
+    reference_env['GLIBC_TUNABLES'] = host_memory.tunables_with_huge_pages(os.environ)
+  print(f'reference runs: GLIBC_TUNABLES={reference_env.get("GLIBC_TUNABLES", "")!r}', flush=True)
 
   shape = [f'--batch={args.batch}', f'--image-size={args.image_size}']
   workers = f'--workers={len(os.sched_getaffinity(0))}'
@@ -69,7 +82,7 @@ def main():
   for r in range(args.rounds):
     for mode, cmds in runs.items():
       for who, cmd in cmds.items():
-        results[mode, who].append(images_per_second(cmd))
+        results[mode, who].append(images_per_second(cmd, None if who == 'inception' else reference_env))
         print(f'round {r + 1} {mode:5s} {who:29s} {results[mode, who][-1]:8.2f} images/s', flush=True)
   for mode, cmds in runs.items():
     ours = statistics.median(results[mode, 'inception'])

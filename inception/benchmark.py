@@ -18,7 +18,7 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
-from inception import config_checks
+from inception import config_checks, host_memory
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/googlenet.py:mini.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'input'], 'What to time.')
@@ -213,6 +213,7 @@ def main(argv):
 
 def run():
   """The command: `--config.*` overrides checked first, then main (config_checks.run_app)."""
+  host_memory.restart_with_huge_pages()
   config_checks.run_app(main)
 
 

@@ -22,6 +22,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
 from absl import app, flags
 
+from inception import host_memory
+
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The run to evaluate (its --config.workdir).')
 _WORKDIRS = flags.DEFINE_list('workdirs', None, 'Several runs: evaluated one by one, then as an ensemble.')
 _CROPS = flags.DEFINE_enum('crops', '1', ['1', '10', '144'], 'Crops per image (the paper\'s section 7).')
@@ -109,6 +111,7 @@ def main(argv, overrides):
 
 def run():
   """Splits off the `--config.key=value` overrides (they apply to each run's saved config), then runs main."""
+  host_memory.restart_with_huge_pages()
   argv, overrides = [], []
   args = sys.argv[1:]
   i = 0

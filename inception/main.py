@@ -17,7 +17,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')  # before TensorFlow (tf.data
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from inception import config_checks
+from inception import config_checks, host_memory
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/googlenet.py:mini.',
                                           lock_config=True)
@@ -65,6 +65,7 @@ def main(argv):
 
 def run():
   """The command: `--config.*` overrides checked first, then main (config_checks.run_app)."""
+  host_memory.restart_with_huge_pages()
   config_checks.run_app(main)
 
 

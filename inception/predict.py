@@ -19,6 +19,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
 from absl import app, flags
 
+from inception import host_memory
+
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The trained run (its --config.workdir).', required=True)
 _CROPS = flags.DEFINE_enum('crops', '1', ['1', '10', '144'], 'Crops per image, averaged.')
 _TOP = flags.DEFINE_integer('top', 5, 'How many classes to show per image.')
@@ -93,6 +95,7 @@ def main(argv):
 
 
 def run():
+  host_memory.restart_with_huge_pages()
   app.run(main)
 
 
