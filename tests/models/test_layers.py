@@ -109,6 +109,26 @@ def test_lrn_even_window_matches_caffe_offsets():
   np.testing.assert_allclose(got, _np_lrn(x, 4, 0.3, 0.75, 2.0), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize('size, alpha, beta, k', [(5, 1e-4, 0.75, 1.0), (5, 0.5, 0.75, 1.0), (4, 0.3, 0.75, 2.0),
+                                                   (3, 0.2, 0.6, 1.5)])
+def test_lrn_gradient_equals_the_power_formulas(size, alpha, beta, k):
+  """The written-out VJP equals autodiff of x * (k + alpha / size * window_sum(x^2)) ** -beta, even windows (whose
+  gradient sums over the mirrored window) and a beta that takes the plain power included."""
+  x = 3.0 * np.random.default_rng(5).normal(size=(2, 3, 3, 9)).astype(np.float32)
+  g = np.random.default_rng(6).normal(size=x.shape).astype(np.float32)
+  low = (size - 1) // 2
+
+  def reference(v):
+    window = jax.lax.reduce_window(v * v, 0.0, jax.lax.add, (1, 1, 1, size), (1, 1, 1, 1),
+                                   ((0, 0),) * 3 + ((low, size - 1 - low),))
+    return v * (k + alpha / size * window) ** -beta
+
+  want = jax.vjp(reference, jnp.asarray(x))[1](jnp.asarray(g))[0]
+  got = jax.vjp(lambda v: layers.local_response_norm(v, size, alpha, beta, k), jnp.asarray(x))[1](jnp.asarray(g))[0]
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+  assert np.abs(np.asarray(want) - g).max() > 1e-3  # the normalisation's own term matters here
+
+
 def test_xavier_init_is_fan_in_uniform():
   """Caffe xavier: uniform on +-sqrt(3 / fan_in), variance 1 / fan_in."""
   kernel = np.asarray(layers.xavier_init()(jax.random.key(0), (5, 5, 16, 32)))
