@@ -1,4 +1,5 @@
-"""The benchmark commands (python -m inception.benchmark, benchmarks/resume.py) run and print their figures."""
+"""The benchmark commands (python -m inception.benchmark, benchmarks/resume.py, benchmarks/compare_pytorch.py) run and print
+their figures."""
 import json
 import os
 import re
@@ -8,7 +9,7 @@ import sys
 import pytest
 from flax import nnx
 
-from inception import models
+from inception import host_memory, models
 from inception.models import summary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,3 +74,26 @@ def test_resume_benchmark_prints_the_time_to_the_first_batch():
   found = re.findall(r'resume at step +(\d+) \(epoch +([0-9.]+)\): first batch \(16, 112, 112, 3\) in +([0-9.]+) s',
                      proc.stdout)
   assert [(int(s), float(e)) for s, e, _ in found] == [(0, 0.0), (100000, 320.0)], proc.stdout
+
+
+FAKE_REFERENCE = '#!/bin/sh\necho "${GLIBC_TUNABLES:-unset}" >> "$FAKE_LOG"\necho "images/s: 2.0"\n'
+
+
+@pytest.mark.parametrize('torch_env', ['same', 'default'])
+def test_the_pytorch_comparison_gives_both_sides_the_same_environment(torch_env, tmp_path):
+  """benchmarks/compare_pytorch.py with a stand-in for PyTorch's interpreter (it logs the GLIBC_TUNABLES it got and
+  prints a rate): the reference runs get the huge-page tunable this project restarts with, unless told otherwise."""
+  fake = tmp_path / 'python'
+  fake.write_text(FAKE_REFERENCE)
+  fake.chmod(0o755)
+  log = tmp_path / 'env.log'
+  env = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
+  proc = subprocess.run(
+      [sys.executable, 'benchmarks/compare_pytorch.py', f'--torch-python={fake}', '--modes=eval', '--rounds=1',
+       '--batch=2', '--image-size=96', '--eval-steps=1', f'--torch-env={torch_env}'],
+      cwd=REPO, capture_output=True, text=True, timeout=600, env={**env, 'FAKE_LOG': str(log), **TWO_DEVICES})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  ours = float(re.search(r'^eval: inception ([0-9.]+) images/s, pytorch 2.00 images/s', proc.stdout, re.M).group(1))
+  assert ours > 0
+  same = torch_env == 'same' and host_memory.would_restart({})
+  assert log.read_text().split() == ['glibc.malloc.hugetlb=1' if same else 'unset']
