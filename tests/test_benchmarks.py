@@ -1,5 +1,5 @@
-"""The benchmark commands (python -m inception.benchmark, benchmarks/resume.py, benchmarks/compare_pytorch.py) run and print
-their figures."""
+"""The benchmark commands (python -m inception.benchmark, benchmarks/resume.py, benchmarks/compare_pytorch.py) run
+and print their figures."""
 import json
 import os
 import re
