@@ -128,7 +128,8 @@ def _inverse_power(s: jax.Array, beta: float) -> jax.Array:
 
 
 def _lrn_parts(x, size, alpha, beta, k):
-  s = k + (alpha / size) * _channel_window_sum(x * x, size)  # the denominator's base
+  """LRN's output with the two intermediates its gradient reuses: s (the denominator's base) and p = s ** -beta."""
+  s = k + (alpha / size) * _channel_window_sum(x * x, size)
   p = _inverse_power(s, beta)
   return x * p, s, p
 
