@@ -33,12 +33,13 @@ def test_step_benchmark_prints_throughput_and_flops(mode, tmp_path):
   assert lines[-1] == f'images/s: {figures["images_per_s"]:.2f}' and figures['images_per_s'] > 0
   assert abs(figures['images_per_s'] - 4000 / figures['ms_per_step']) < 1e-6 * figures['images_per_s']
   # XLA's count of the program against the model summary's multiply-adds (2 FLOPs each): measured 0.96x when
-  # evaluating; 4.0x when training: 3.0x for the model (the forward and two backward products, the aux head), and at
-  # this tiny size another ~1x for the on-device colour distortions (inception/augment.py).
+  # evaluating; when training about 3x for the model (the forward and two backward products, the aux head) plus the
+  # on-device colour distortions (inception/augment.py): 4.0x before they shared one HSV round trip per slot, 2.96x
+  # since (2026-12-04).
   model = nnx.eval_shape(lambda: models.MODELS.get('inception_tiny')(num_classes=10, image_size=64,
                                                                      rngs=nnx.Rngs(params=0)))
   ratio = figures['gflop_per_step'] / 4 / (2e-9 * summary.summarize(model, 64)[1]['multiply_adds'])
-  assert (3.0 < ratio < 5.0) if mode == 'train' else (0.8 < ratio < 1.2), figures
+  assert (2.5 < ratio < 5.0) if mode == 'train' else (0.8 < ratio < 1.2), figures
   if mode != 'train':
     return
   ops = subprocess.run([sys.executable, 'benchmarks/profile_ops.py', str(profile), '--steps=2', '--top=5'],
