@@ -15,23 +15,28 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-OPS = ('conv', 'max_pool')  # the convolution's kernel gradient, the max pool's
-# model.custom_gradients -> the ops whose VJP is custom. 'cpu' and 'cpu_pool' apply on CPU backends only; 'cpu_pool'
-# leaves the kernel gradient to XLA, the faster under config.compiler_options' CPU default (docs/performance.md).
-_POLICY_OPS = {'cpu': OPS, 'cpu_pool': ('max_pool',), 'always': OPS, 'never': ()}
+# The convolution's kernel gradient (every plain convolution, or only the 1x1 stride-1 ones), the max pool's.
+OPS = ('conv', 'conv_1x1', 'max_pool')
+# model.custom_gradients -> the ops whose VJP is custom. 'cpu', 'cpu_1x1' and 'cpu_pool' apply on CPU backends only.
+# Under config.compiler_options' CPU default XLA's own kernel gradient is the faster for KxK kernels, the matrix
+# product for 1x1 kernels ('cpu_1x1'); 'cpu' suits XLA's default CPU options (docs/performance.md).
+_POLICY_OPS = {'cpu': ('conv', 'max_pool'), 'cpu_1x1': ('conv_1x1', 'max_pool'), 'cpu_pool': ('max_pool',),
+               'always': ('conv', 'max_pool'), 'never': ()}
 POLICIES = tuple(_POLICY_OPS)
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 Pads = Tuple[Tuple[int, int], Tuple[int, int]]
 
 
 def enabled(policy: str, op: str) -> bool:
-  """Whether `policy` (one of POLICIES) asks for the custom gradient of `op` (one of OPS: the convolution's kernel
-  gradient, the max pool's) on the backend being traced for."""
+  """Whether `policy` (one of POLICIES) asks for the custom gradient of `op` (one of OPS) on the backend being traced
+  for; 'conv' implies 'conv_1x1'."""
   if policy not in POLICIES:
     raise ValueError(f'custom_gradients={policy!r}: use one of {", ".join(POLICIES)}.')
   if op not in OPS:
     raise ValueError(f'No custom gradient for {op!r}; there are: {", ".join(OPS)}.')
-  return op in _POLICY_OPS[policy] and (policy == 'always' or jax.default_backend() == 'cpu')
+  ops = _POLICY_OPS[policy]
+  asked = op in ops or (op == 'conv_1x1' and 'conv' in ops)
+  return asked and (policy == 'always' or jax.default_backend() == 'cpu')
 
 
 def _windows(x: jax.Array, kernel_hw: Tuple[int, int], strides: Tuple[int, int], pads: Pads,
@@ -52,7 +57,9 @@ def conv_kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int], st
   kh, kw, c, o = kernel_shape
   cols = _windows(x, (kh, kw), strides, pads, g.shape[1:3])  # [N, Ho, Wo, kh*kw*C]
   acc = jnp.promote_types(x.dtype, jnp.float32)
-  grad = jnp.einsum('nhwk,nhwo->ko', cols, g, preferred_element_type=acc)
+  # The windows transposed to [kh*kw*C, N*Ho*Wo] first: XLA:CPU's product is then about 2x faster than one that
+  # contracts the leading axis of both operands (docs/performance.md).
+  grad = jnp.dot(cols.reshape(-1, kh * kw * c).T, g.reshape(-1, o), preferred_element_type=acc)
   return grad.reshape(kh, kw, c, o).astype(x.dtype)
 
 
@@ -81,16 +88,19 @@ conv_nhwc.defvjp(_conv_fwd, _conv_bwd)
 
 @functools.lru_cache(maxsize=None)  # one function per policy, so models built alike have equal graph definitions
 def make_conv_general_dilated(policy: str):
-  """A drop-in for `lax.conv_general_dilated` (nnx.Conv's `conv_general_dilated`) that uses `conv_nhwc` when `policy`
-  is enabled and the call is a plain NHWC/HWIO convolution (explicit padding, no dilation or groups); otherwise XLA's."""
+  """A drop-in for `lax.conv_general_dilated` (nnx.Conv's `conv_general_dilated`) that uses `conv_nhwc` for a plain
+  NHWC/HWIO convolution (explicit padding, no dilation or groups) where `policy` enables 'conv', or 'conv_1x1' and the
+  kernel is 1x1 with stride 1 and no padding; otherwise XLA's."""
 
   def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                            dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
-    plain = (enabled(policy, 'conv') and lhs.ndim == 4 and not isinstance(padding, str) and feature_group_count == 1
+    plain = (lhs.ndim == 4 and not isinstance(padding, str) and feature_group_count == 1
              and all(d in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
              and dimension_numbers == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
              and precision is None and kwargs.get('out_sharding') is None and 'preferred_element_type' not in kwargs)
-    if not plain:
+    pointwise = plain and tuple(rhs.shape[:2]) == (1, 1) and all(int(s) == 1 for s in window_strides) and all(
+        int(p) == 0 for pair in padding for p in pair)
+    if not (plain and (enabled(policy, 'conv') or (pointwise and enabled(policy, 'conv_1x1')))):
       return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                       dimension_numbers, feature_group_count, precision=precision, **kwargs)
     pads = tuple((int(lo), int(hi)) for lo, hi in padding)
@@ -125,47 +135,57 @@ def _pool_fwd(x, window, stride, pads):
   return _xla_max_pool(x, window, stride, pads), x
 
 
-def _strided_views(x: jax.Array, window: int, stride: int, count: int, axis: int) -> jax.Array:
-  """The `window` shifted views of `x` along `axis` that a 1-D pooling of `count` outputs reads: [window, *x.shape]
-  with `count` on `axis`."""
-  def view(i):
-    start, limit, strides = [0] * x.ndim, list(x.shape), [1] * x.ndim
-    start[axis], limit[axis], strides[axis] = i, i + stride * (count - 1) + 1, stride
-    return lax.slice(x, start, limit, strides)
-  return jnp.stack([view(i) for i in range(window)])
+def _window_view(xp: jax.Array, i: int, j: int, stride: int, out_hw: Tuple[int, int]) -> jax.Array:
+  """Window position (i, j) of every output of a pooling of padded NHWC `xp`: [N, Ho, Wo, C]."""
+  (ho, wo), (n, c) = out_hw, (xp.shape[0], xp.shape[3])
+  return lax.slice(xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
+                   (1, stride, stride, 1))
 
 
-def _route_to_first_max(views: jax.Array, g: jax.Array, stride: int, size: int, axis: int) -> jax.Array:
-  """The gradient of a 1-D max pooling along `axis` onto its input's grid (`size` long on `axis`): each output's
-  gradient `g` goes to the first position of its window holding the maximum of `views` (from _strided_views)."""
-  winner = jnp.argmax(views, axis=0)
-  zero = jnp.zeros((), g.dtype)
-  grad = None
-  for i in range(views.shape[0]):
-    # Output a of the pooling sits at input position i + stride * a.
-    config = [(0, 0, 0)] * g.ndim
-    config[axis] = (i, size - i - stride * (g.shape[axis] - 1) - 1, stride - 1)
-    part = lax.pad(jnp.where(winner == i, g, zero), zero, config)
-    grad = part if grad is None else grad + part
-  return grad
+def _index_dtype(window: int):
+  """The narrowest integer type that holds a window position and the -1 of `_pool_bwd`'s grid."""
+  return jnp.int8 if window * window <= 127 else jnp.int32
+
+
+def _first_max_index(xp: jax.Array, window: int, stride: int, out_hw: Tuple[int, int]) -> jax.Array:
+  """Per output, the row-major index (i * window + j) of the first maximum of its window, [N, Ho, Wo, C]: a
+  running maximum over the window positions in row-major order, replaced only where a later one is strictly larger
+  (Caffe's and PyTorch's rule for ties). XLA fuses the chain into one pass over the shifted views, with no stack."""
+  dtype = _index_dtype(window)
+  best = _window_view(xp, 0, 0, stride, out_hw)
+  index = jnp.zeros(best.shape, dtype)
+  for k in range(1, window * window):
+    view = _window_view(xp, k // window, k % window, stride, out_hw)
+    larger = view > best
+    best, index = jnp.where(larger, view, best), jnp.where(larger, jnp.asarray(k, dtype), index)
+  return index
 
 
 def _pool_bwd(window, stride, pads, x, g):
-  # A square max pool is a max over rows of the max within each row, so its gradient goes back in two 1-D steps:
-  # first to the winning row of each window (h), then to the winning column within that row (w). Taking the first
-  # maximum in each step gives the first maximum in row-major order, Caffe's and PyTorch's rule for ties. Two steps
-  # of `window` views move a third to a half of the data one step of window^2 views does (docs/performance.md).
-  # The winners are recomputed here from one copy of x. Comparing positions with the forward's pooled output instead
-  # lost gradients: XLA may compute that output from a differently fused (differently rounded) copy of x, so some
-  # windows matched no position; in BatchNorm networks this made the gradient depend on an example's place in the
-  # batch (docs/performance.md).
-  _, h, w, _ = x.shape
+  # Each output's gradient goes to the first maximum of its window. The winners are recomputed here from one copy of
+  # x: comparing positions with the forward's pooled output instead lost gradients, because XLA may compute that
+  # output from a differently fused (differently rounded) copy of x, so some windows matched no position; in BatchNorm
+  # networks this made the gradient depend on an example's place in the batch (docs/performance.md).
+  # Then every input position gathers instead of the outputs scattering: g and the winners are dilated onto the
+  # padded input grid (output a at stride * a) with window - 1 extra rows and columns in front, and input position p
+  # adds g[p - (i, j)] where that output's winner is (i, j). One elementwise pass over window^2 shifted slices, which
+  # XLA:CPU runs 1.1-2x faster than routing per window position with padded adds (docs/performance.md).
+  n, h, w, c = x.shape
   ho, wo = g.shape[1:3]
   xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=-jnp.inf)  # [N, Hp, Wp, C]
-  along_w = _strided_views(xp, window, stride, wo, axis=2)  # [window, N, Hp, Wo, C]
-  row_max = jnp.max(along_w, axis=0)  # [N, Hp, Wo, C]: the max within each row of every window
-  to_rows = _route_to_first_max(_strided_views(row_max, window, stride, ho, axis=1), g, stride, xp.shape[1], axis=1)
-  grad = _route_to_first_max(along_w, to_rows, stride, xp.shape[2], axis=2)  # [N, Hp, Wp, C]
+  hp, wp = xp.shape[1:3]
+  index = _first_max_index(xp, window, stride, (ho, wo))
+  dilate = ((0, 0, 0), (window - 1, hp - stride * (ho - 1) - 1, stride - 1),
+            (window - 1, wp - stride * (wo - 1) - 1, stride - 1), (0, 0, 0))
+  zero = jnp.zeros((), g.dtype)
+  g_on_grid = lax.pad(g, zero, dilate)  # [N, Hp + window - 1, Wp + window - 1, C]
+  index_on_grid = lax.pad(index, jnp.asarray(-1, index.dtype), dilate)  # -1 where no output sits
+  grad = None
+  for k in range(window * window):
+    start = (0, window - 1 - k // window, window - 1 - k % window, 0)
+    limit = (n, start[1] + hp, start[2] + wp, c)
+    part = jnp.where(lax.slice(index_on_grid, start, limit) == k, lax.slice(g_on_grid, start, limit), zero)
+    grad = part if grad is None else grad + part
   return (grad[:, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w],)
 
 

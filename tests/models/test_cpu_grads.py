@@ -92,6 +92,8 @@ def test_policy_follows_the_backend():
     assert cpu_grads.enabled('cpu', op) == on_cpu
     assert cpu_grads.enabled('always', op) and not cpu_grads.enabled('never', op)
   assert cpu_grads.enabled('cpu_pool', 'max_pool') == on_cpu and not cpu_grads.enabled('cpu_pool', 'conv')
+  assert cpu_grads.enabled('cpu_1x1', 'conv_1x1') == cpu_grads.enabled('cpu_1x1', 'max_pool') == on_cpu
+  assert not cpu_grads.enabled('cpu_1x1', 'conv') and not cpu_grads.enabled('cpu_pool', 'conv_1x1')
   with pytest.raises(ValueError, match='custom_gradients'):
     cpu_grads.enabled('sometimes', 'conv')
   with pytest.raises(ValueError, match='No custom gradient'):
@@ -121,3 +123,18 @@ def test_model_gradients_equal_with_and_without_custom_gradients():
   assert len(flat_a) == len(flat_b) > 50
   for a, b in zip(flat_a, flat_b):
     np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4 * max(float(jnp.abs(b).max()), 1e-6))
+
+
+@pytest.mark.parametrize('kernel,stride,pad,custom', [
+    (1, 1, 0, True),    # a 1x1 stride-1 convolution: the matrix-product kernel gradient
+    (3, 1, 1, False),   # KxK kernels keep XLA's gradient under 'cpu_1x1'
+    (1, 2, 0, False),   # so do strided 1x1s
+    (1, 1, 1, False),   # and padded ones
+])
+def test_cpu_1x1_policy_takes_only_the_pointwise_convolutions(kernel, stride, pad, custom):
+  conv = cpu_grads.make_conv_general_dilated('cpu_1x1')
+  x, k = jnp.ones((1, 6, 6, 2)), jnp.ones((kernel, kernel, 2, 3))
+  dims = jax.lax.conv_dimension_numbers(x.shape, k.shape, ('NHWC', 'HWIO', 'NHWC'))
+  jaxpr = str(jax.make_jaxpr(lambda x, k: conv(x, k, (stride, stride), ((pad, pad), (pad, pad)),
+                                               dimension_numbers=dims))(x, k))
+  assert ('custom_vjp_call' in jaxpr) == (custom and jax.default_backend() == 'cpu')
