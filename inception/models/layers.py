@@ -59,13 +59,13 @@ def _pool_pads(size: int, window: int, stride: int, padding: int) -> Tuple[int, 
   return padding, max(high, 0)
 
 
-def _reduce_pool(x: jax.Array, init, op, window: int, stride: int, padding: int, custom_max=None) -> jax.Array:
-  """Square 2-D reduce_window over NHWC `x`, padded with `init` to Caffe's output size (`custom_max`: a function of
-  (x, window, stride, pads) computing the max pool instead, as cpu_grads.max_pool_nhwc)."""
+def _reduce_pool(x: jax.Array, init, op, window: int, stride: int, padding: int, custom=None) -> jax.Array:
+  """Square 2-D reduce_window over NHWC `x`, padded with `init` to Caffe's output size (`custom`: a function of
+  (x, window, stride, pads) computing the same pooling another way, as cpu_grads.max_pool_nhwc)."""
   _, h, w, _ = x.shape
   pads = (_pool_pads(h, window, stride, padding), _pool_pads(w, window, stride, padding))
-  if custom_max is not None:
-    y = custom_max(x, window, stride, pads)
+  if custom is not None:
+    y = custom(x, window, stride, pads)
   else:
     y = jax.lax.reduce_window(x, init, op, (1, window, window, 1), (1, stride, stride, 1), ((0, 0), *pads, (0, 0)))
   # Only when window < stride can the sweep give one extra (dropped-by-Caffe) position.
@@ -88,6 +88,19 @@ def _avg_pool_counts(size: int, window: int, stride: int, padding: int) -> np.nd
   return (end - start).astype(np.float32)
 
 
+def _separable_window_sums(x: jax.Array, window: int, stride: int, pads) -> jax.Array:
+  """Window sums of NHWC `x` zero-padded by `pads`, as strided slices added along rows, then along columns. At
+  strides above 1 (the aux heads' 5x5/3 pool) XLA:CPU runs this and its gradient several times faster than
+  reduce_window's, whose gradient is a dilated pad and another reduce_window (docs/performance.md)."""
+  n, _, _, c = x.shape
+  xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+  ho, wo = ((xp.shape[axis] - window) // stride + 1 for axis in (1, 2))
+  rows = sum(jax.lax.slice(xp, (0, i, 0, 0), (n, i + stride * (ho - 1) + 1, xp.shape[2], c), (1, stride, 1, 1))
+             for i in range(window))  # [N, Ho, Wp, C]
+  return sum(jax.lax.slice(rows, (0, 0, j, 0), (n, ho, j + stride * (wo - 1) + 1, c), (1, 1, stride, 1))
+             for j in range(window))  # [N, Ho, Wo, C]
+
+
 def avg_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Array:
   """Caffe average pooling on NHWC `x`; a window overhanging the edge averages its valid part.
 
@@ -96,8 +109,8 @@ def avg_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Ar
   """
   _, h, w, _ = x.shape
   acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
-  sums = _reduce_pool(x.astype(acc_dtype), np.array(0, acc_dtype), jax.lax.add, window, stride,
-                      padding)
+  custom_sum = _separable_window_sums if stride > 1 else None
+  sums = _reduce_pool(x.astype(acc_dtype), np.array(0, acc_dtype), jax.lax.add, window, stride, padding, custom_sum)
   counts = np.outer(_avg_pool_counts(h, window, stride, padding),
                     _avg_pool_counts(w, window, stride, padding))  # [H_out, W_out]
   return (sums / counts[None, :, :, None]).astype(x.dtype)
