@@ -63,7 +63,9 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: Callab
   def train_step(state: TrainState, batch: Dict[str, jax.Array]):
     dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     labels, mask = batch['label'], batch['mask']
-    images = augment.train_images(batch['image'], batch['seed'], train_pp)  # uint8 -> distorted float32
+    # uint8 -> distorted float32, materialized once: without the barrier XLA:CPU fused the distortions into both of
+    # the stem's readers (the convolution and its kernel gradient's transpose), computing them twice.
+    images = jax.lax.optimization_barrier(augment.train_images(batch['image'], batch['seed'], train_pp))
 
     def loss_fn(params):
       # copy=True: fresh Variables at this (grad) trace level, so BatchNorm may update its statistics here.
