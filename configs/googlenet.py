@@ -36,9 +36,10 @@ def imagenet() -> ml_collections.ConfigDict:
       dropout_rate=0.4,
       aux_dropout_rate=0.7,
       aux_heads=True,
-      custom_gradients='cpu_pool',  # on CPU, the max-pool gradient without select-and-scatter ('cpu': the conv kernel
-                                # gradient as one matrix product too, faster under XLA's default CPU options;
-                                # 'always': every backend; 'never'): same results (docs/performance.md)
+      custom_gradients='cpu_1x1',  # on CPU, the max-pool gradient without select-and-scatter and the 1x1 convs'
+                                # kernel gradient as one matrix product ('cpu_pool': the pool's only; 'cpu': every
+                                # conv's, faster under XLA's default CPU options; 'always': every backend; 'never'):
+                                # same results (docs/performance.md)
       fuse_1x1=False,           # each block's three 1x1 convs on its input as one convolution (same parameters)
   ))
 

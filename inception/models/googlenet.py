@@ -176,8 +176,9 @@ class GoogLeNet(staged.StagedNet):
       bn_momentum: running-statistics momentum of every BatchNorm.
       bn_epsilon: variance epsilon of every BatchNorm.
       custom_gradients: where the convolution kernel and max-pool gradients use models/cpu_grads.py instead of
-        XLA's ('cpu': both, on CPU backends only; 'cpu_pool': only the max pool's, on CPU backends; 'always';
-        'never'); the results are the same.
+        XLA's ('cpu': both, on CPU backends only; 'cpu_1x1': the max pool's and the 1x1 convolutions' kernel
+        gradients, on CPU backends; 'cpu_pool': only the max pool's, on CPU backends; 'always'; 'never'); the results
+        are the same (cpu_grads.POLICIES).
       fuse_1x1: run each inception block's three 1x1 convolutions that read its input as one (layers.fused_1x1);
         the same parameters and results.
       rngs: needs a 'params' stream (or a default one) for initialization.
