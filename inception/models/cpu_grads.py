@@ -3,9 +3,10 @@
 XLA:CPU computes a convolution's kernel gradient 3-30x slower than the same arithmetic as one matrix product, and its
 max-pool gradient (select-and-scatter) is the next largest cost of the backward pass. The functions here have XLA's
 forward and a custom VJP: the kernel gradient as a product of the stacked input windows with the output gradient
-(im2col), the max-pool gradient by routing each output's gradient to the first maximum of its window (Caffe's and
-PyTorch's rule for ties) with an argmax and padded adds. The input gradient stays XLA's. Results equal XLA's to float
-rounding (tests/models/test_cpu_grads.py). Accelerators keep XLA's own gradients unless asked otherwise.
+(im2col; for 1x1 kernels, of the input itself), the max-pool gradient by routing each output's gradient to the first
+maximum of its window (Caffe's and PyTorch's rule for ties) as an elementwise gather over shifted slices. The input
+gradient stays XLA's. Results equal XLA's to float rounding (tests/models/test_cpu_grads.py). Accelerators keep XLA's
+own gradients unless asked otherwise.
 """
 import functools
 from typing import Sequence, Tuple

@@ -82,6 +82,22 @@ def test_avg_pool_averages_only_valid_elements(h, w, window, stride):
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize('h,w,window,stride', [(14, 14, 5, 3), (8, 11, 3, 2)])
+def test_avg_pool_gradient_spreads_each_output_over_its_valid_window(h, w, window, stride):
+  """The gradient of the strided (separable-slices) average pool: each output's gradient divided by its valid count,
+  added to every element of its window inside the image."""
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(2, h, w, 3)), jnp.float32)
+  y = layers.avg_pool(x, window, stride)
+  g = np.random.default_rng(4).normal(size=y.shape).astype(np.float32)
+  got = np.asarray(jax.grad(lambda x: jnp.sum(layers.avg_pool(x, window, stride) * g))(x))
+  want = np.zeros(x.shape, np.float32)
+  for a, b in np.ndindex(*y.shape[1:3]):
+    rows, cols = slice(a * stride, min(a * stride + window, h)), slice(b * stride, min(b * stride + window, w))
+    count = (rows.stop - rows.start) * (cols.stop - cols.start)
+    want[:, rows, cols] += g[:, a:a + 1, b:b + 1] / count
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_avg_pool_overhanging_corner_is_mean_of_valid_block():
   """A window hanging over the edge is the mean of its in-image part."""
   # 7x7 input, 5x5/3 windows: the last window covers rows/cols 3..6 only (4 valid of 5).
