@@ -58,7 +58,7 @@ def conv_kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int], st
   kh, kw, c, o = kernel_shape
   cols = _windows(x, (kh, kw), strides, pads, g.shape[1:3])  # [N, Ho, Wo, kh*kw*C]
   acc = jnp.promote_types(x.dtype, jnp.float32)
-  # The windows transposed to [kh*kw*C, N*Ho*Wo] first: XLA:CPU's product is then about 2x faster than one that
+  # The windows transposed to [kh*kw*C, N*Ho*Wo] first: XLA:CPU's product is then up to 2x faster than one that
   # contracts the leading axis of both operands (docs/performance.md).
   grad = jnp.dot(cols.reshape(-1, kh * kw * c).T, g.reshape(-1, o), preferred_element_type=acc)
   return grad.reshape(kh, kw, c, o).astype(x.dtype)
