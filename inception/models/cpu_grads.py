@@ -22,7 +22,8 @@ OPS = ('conv', 'conv_1x1', 'max_pool')
 # Under config.compiler_options' CPU default XLA's own kernel gradient is the faster for KxK kernels, the matrix
 # product for 1x1 kernels ('cpu_1x1'); 'cpu' suits XLA's default CPU options (docs/performance.md).
 _POLICY_OPS = {'cpu': ('conv', 'max_pool'), 'cpu_1x1': ('conv_1x1', 'max_pool'), 'cpu_pool': ('max_pool',),
-               'always': ('conv', 'max_pool'), 'never': ()}
+               'never': ()}
+_POLICY_OPS['always'] = _POLICY_OPS['cpu']  # on every backend
 POLICIES = tuple(_POLICY_OPS)
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 Pads = Tuple[Tuple[int, int], Tuple[int, int]]
@@ -40,14 +41,19 @@ def enabled(policy: str, op: str) -> bool:
   return asked and (policy == 'always' or jax.default_backend() == 'cpu')
 
 
+def _window_view(xp: jax.Array, i: int, j: int, strides: Tuple[int, int], out_hw: Tuple[int, int]) -> jax.Array:
+  """Window position (i, j) of every output of a sliding window (a convolution or a pooling) over padded NHWC `xp`:
+  [N, Ho, Wo, C]."""
+  (sh, sw), (ho, wo), (n, c) = strides, out_hw, (xp.shape[0], xp.shape[3])
+  return lax.slice(xp, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c), (1, sh, sw, 1))
+
+
 def _windows(x: jax.Array, kernel_hw: Tuple[int, int], strides: Tuple[int, int], pads: Pads,
              out_hw: Tuple[int, int]) -> jax.Array:
   """The kh*kw shifted, strided windows of padded NHWC `x`, stacked on channels in HWIO order: [N, Ho, Wo, kh*kw*C]."""
-  (kh, kw), (sh, sw), (ho, wo) = kernel_hw, strides, out_hw
-  n, _, _, c = x.shape
+  kh, kw = kernel_hw
   xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0))) if any(p for pair in pads for p in pair) else x
-  cols = [lax.slice(xp, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c), (1, sh, sw, 1))
-          for i in range(kh) for j in range(kw)]
+  cols = [_window_view(xp, i, j, strides, out_hw) for i in range(kh) for j in range(kw)]
   return cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
 
 
@@ -118,10 +124,9 @@ def _xla_max_pool(x, window, stride, pads):
   if stride != 1:
     return lax.reduce_window(x, init, lax.max, (1, window, window, 1), (1, stride, stride, 1),
                              ((0, 0), pads[0], pads[1], (0, 0)))
-  n, _, _, c = x.shape
   xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=init)  # [N, Hp, Wp, C]
-  ho, wo = xp.shape[1] - window + 1, xp.shape[2] - window + 1
-  shifted = (lax.slice(xp, (0, i, j, 0), (n, i + ho, j + wo, c)) for i in range(window) for j in range(window))
+  out_hw = (xp.shape[1] - window + 1, xp.shape[2] - window + 1)
+  shifted = (_window_view(xp, i, j, (1, 1), out_hw) for i in range(window) for j in range(window))
   return functools.reduce(jnp.maximum, shifted)  # [N, Ho, Wo, C]
 
 
@@ -136,13 +141,6 @@ def _pool_fwd(x, window, stride, pads):
   return _xla_max_pool(x, window, stride, pads), x
 
 
-def _window_view(xp: jax.Array, i: int, j: int, stride: int, out_hw: Tuple[int, int]) -> jax.Array:
-  """Window position (i, j) of every output of a pooling of padded NHWC `xp`: [N, Ho, Wo, C]."""
-  (ho, wo), (n, c) = out_hw, (xp.shape[0], xp.shape[3])
-  return lax.slice(xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
-                   (1, stride, stride, 1))
-
-
 def _index_dtype(window: int):
   """The narrowest integer type that holds a window position and the -1 of `_pool_bwd`'s grid."""
   return jnp.int8 if window * window <= 127 else jnp.int32
@@ -153,10 +151,10 @@ def _first_max_index(xp: jax.Array, window: int, stride: int, out_hw: Tuple[int,
   running maximum over the window positions in row-major order, replaced only where a later one is strictly larger
   (Caffe's and PyTorch's rule for ties). XLA fuses the chain into one pass over the shifted views, with no stack."""
   dtype = _index_dtype(window)
-  best = _window_view(xp, 0, 0, stride, out_hw)
+  best = _window_view(xp, 0, 0, (stride, stride), out_hw)
   index = jnp.zeros(best.shape, dtype)
   for k in range(1, window * window):
-    view = _window_view(xp, k // window, k % window, stride, out_hw)
+    view = _window_view(xp, k // window, k % window, (stride, stride), out_hw)
     larger = view > best
     best, index = jnp.where(larger, view, best), jnp.where(larger, jnp.asarray(k, dtype), index)
   return index
