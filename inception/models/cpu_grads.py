@@ -4,7 +4,8 @@ XLA:CPU computes a convolution's kernel gradient 3-30x slower than the same arit
 max-pool gradient (select-and-scatter) is the next largest cost of the backward pass. The functions here have XLA's
 forward and a custom VJP: the kernel gradient as a product of the stacked input windows with the output gradient
 (im2col; for 1x1 kernels, of the input itself), the max-pool gradient by routing each output's gradient to the first
-maximum of its window (Caffe's and PyTorch's rule for ties) as an elementwise gather over shifted slices. The input
+maximum of its window (Caffe's and PyTorch's rule for ties) as an elementwise gather over shifted slices; under
+differentiation the pool's forward finds those winners along with the maxima and keeps them as an int8 index. The input
 gradient stays XLA's. Results equal XLA's to float rounding (tests/models/test_cpu_grads.py). Accelerators keep XLA's
 own gradients unless asked otherwise.
 """
@@ -130,15 +131,16 @@ def _xla_max_pool(x, window, stride, pads):
   return functools.reduce(jnp.maximum, shifted)  # [N, Ho, Wo, C]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def max_pool_nhwc(x: jax.Array, window: int, stride: int, pads: Pads) -> jax.Array:
   """Square max pooling of NHWC `x` padded with -inf by `pads`; the gradient goes to the first maximum of each window
-  (row-major), computed with an argmax and padded adds instead of XLA's select-and-scatter."""
+  (row-major), found in the forward pass and kept as an int8 index instead of XLA's select-and-scatter."""
+  return _max_pool(x, window, stride, pads, tuple(x.shape[1:3]))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _max_pool(x, window, stride, pads, in_hw):
+  del in_hw  # the backward's output shape
   return _xla_max_pool(x, window, stride, pads)
-
-
-def _pool_fwd(x, window, stride, pads):
-  return _xla_max_pool(x, window, stride, pads), x
 
 
 def _index_dtype(window: int):
@@ -146,39 +148,47 @@ def _index_dtype(window: int):
   return jnp.int8 if window * window <= 127 else jnp.int32
 
 
-def _first_max_index(xp: jax.Array, window: int, stride: int, out_hw: Tuple[int, int]) -> jax.Array:
-  """Per output, the row-major index (i * window + j) of the first maximum of its window, [N, Ho, Wo, C]: a
-  running maximum over the window positions in row-major order, replaced only where a later one is strictly larger
-  (Caffe's and PyTorch's rule for ties). XLA fuses the chain into one pass over the shifted views, with no stack."""
+def _max_and_first_index(xp: jax.Array, window: int, stride: int, out_hw: Tuple[int, int]):
+  """Per output, the maximum of its window over padded `xp` and the row-major index (i * window + j) of its first
+  maximum, both [N, Ho, Wo, C]: a running maximum over the window positions in row-major order, replaced only where
+  a later one is strictly larger (Caffe's and PyTorch's rule for ties) or NaN (so that a NaN reaches the output, as
+  in the forward without gradients). XLA fuses the chain into one pass over the shifted views, with no stack."""
   dtype = _index_dtype(window)
   best = _window_view(xp, 0, 0, (stride, stride), out_hw)
   index = jnp.zeros(best.shape, dtype)
   for k in range(1, window * window):
     view = _window_view(xp, k // window, k % window, (stride, stride), out_hw)
-    larger = view > best
+    larger = (view > best) | jnp.isnan(view)
     best, index = jnp.where(larger, view, best), jnp.where(larger, jnp.asarray(k, dtype), index)
-  return index
+  return best, index
 
 
-def _pool_bwd(window, stride, pads, x, g):
-  # Each output's gradient goes to the first maximum of its window. The winners are recomputed here from one copy of
-  # x: comparing positions with the forward's pooled output instead lost gradients, because XLA may compute that
-  # output from a differently fused (differently rounded) copy of x, so some windows matched no position; in BatchNorm
-  # networks this made the gradient depend on an example's place in the batch (docs/performance.md).
-  # Then every input position gathers instead of the outputs scattering: g and the winners are dilated onto the
-  # padded input grid (output a at stride * a) with window - 1 extra rows and columns in front, and input position p
-  # adds g[p - (i, j)] where that output's winner is (i, j). One elementwise pass over window^2 shifted slices, which
+def _pool_fwd(x, window, stride, pads, in_hw):
+  # The pooled output and its winners in one pass over the same views of one copy of x, so they agree. (Comparing
+  # positions with a pooled output in the backward lost gradients: XLA may compute that output from a differently
+  # fused, differently rounded copy of x, and in BatchNorm networks the gradient then depended on an example's place
+  # in the batch; docs/performance.md.) The residual is the int8 index, a quarter of the output's bytes, so the
+  # backward neither keeps nor pads x nor finds the winners again. The barrier materialises the padded input once:
+  # without it XLA fused its producers (an inception block's concatenation) into every one of the window^2 views.
+  xp = lax.optimization_barrier(jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=-jnp.inf))
+  out_hw = tuple((xp.shape[d] - window) // stride + 1 for d in (1, 2))
+  return _max_and_first_index(xp, window, stride, out_hw)
+
+
+def _pool_bwd(window, stride, pads, in_hw, index, g):
+  # Every input position gathers instead of the outputs scattering: g and the winners are dilated onto the padded
+  # input grid (output a at stride * a) with window - 1 extra rows and columns in front, and input position p adds
+  # g[p - (i, j)] where that output's winner is (i, j). One elementwise pass over window^2 shifted slices, which
   # XLA:CPU runs 1.1-2x faster than routing per window position with padded adds (docs/performance.md).
-  n, h, w, c = x.shape
-  ho, wo = g.shape[1:3]
-  xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=-jnp.inf)  # [N, Hp, Wp, C]
-  hp, wp = xp.shape[1:3]
-  index = _first_max_index(xp, window, stride, (ho, wo))
+  # Forward pass and backward together: the published GoogLeNet's train step 4% faster than recomputing the winners.
+  (h, w), (n, ho, wo, c) = in_hw, g.shape
+  hp, wp = h + sum(pads[0]), w + sum(pads[1])
   dilate = ((0, 0, 0), (window - 1, hp - stride * (ho - 1) - 1, stride - 1),
             (window - 1, wp - stride * (wo - 1) - 1, stride - 1), (0, 0, 0))
   zero = jnp.zeros((), g.dtype)
   g_on_grid = lax.pad(g, zero, dilate)  # [N, Hp + window - 1, Wp + window - 1, C]
   index_on_grid = lax.pad(index, jnp.asarray(-1, index.dtype), dilate)  # -1 where no output sits
+  g_on_grid, index_on_grid = lax.optimization_barrier((g_on_grid, index_on_grid))  # padded once, not per view
   grad = None
   for k in range(window * window):
     start = (0, window - 1 - k // window, window - 1 - k % window, 0)
@@ -188,4 +198,4 @@ def _pool_bwd(window, stride, pads, x, g):
   return (grad[:, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w],)
 
 
-max_pool_nhwc.defvjp(_pool_fwd, _pool_bwd)
+_max_pool.defvjp(_pool_fwd, _pool_bwd)

@@ -86,6 +86,18 @@ def test_max_pool_gradient_with_many_ties_follows_the_row_major_rule(size, windo
   np.testing.assert_allclose(vjp(jnp.asarray(g))[0], _first_max_gradient(x, window, stride, padding, g), rtol=1e-6)
 
 
+@pytest.mark.parametrize('stride', [1, 2])
+def test_max_pool_forward_under_differentiation_equals_xla_and_keeps_nan(stride):
+  """The custom VJP's forward (the maximum and its winners in one pass) gives XLA's values, ties and a NaN included,
+  so a diverging activation still reaches the loss."""
+  x = np.random.RandomState(4).randint(0, 3, (2, 9, 9, 3)).astype(np.float32)
+  x[1, 4, 4, 2] = np.nan
+  pool = lambda x: layers.max_pool(x, 3, stride, 1, 'always')
+  y = jax.jit(lambda x: jax.vjp(pool, x)[0])(jnp.asarray(x))
+  np.testing.assert_array_equal(y, layers.max_pool(jnp.asarray(x), 3, stride, 1, 'never'))
+  assert np.isnan(y[1]).any() and not np.isnan(y[0]).any()
+
+
 def test_policy_follows_the_backend():
   on_cpu = jax.default_backend() == 'cpu'
   for op in cpu_grads.OPS:
