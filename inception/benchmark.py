@@ -10,6 +10,14 @@ cost analysis implies and, where the device's peak is known, its share. input: t
 crop, distort, batch, transfer to the devices) over the config's data or --data, no model. The last line is
 `images/s: X`; --json writes every figure; --profile writes a profiler trace of the timed steps (TensorBoard's
 profile plugin or Perfetto reads it; `benchmarks/profile_ops.py` sums it by op). Any --config.* override applies.
+
+Several processes, one per core (on 2 CPU cores XLA:CPU gets closer to 2x one core's speed that way):
+
+  python -m launch.local --module=inception.benchmark --num_processes=2 --pin_cores -- \
+      --config=configs/googlenet.py --mode=eval --batch=32
+
+`--distributed` joins them (the coordinator from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, or
+found on TPU pods and SLURM); --batch stays the global batch, and every process prints the figures.
 """
 import json
 import sys
@@ -31,6 +39,7 @@ _DATA = flags.DEFINE_string('data', None, '--mode=input: an image folder to read
 _NUM_CLASSES = flags.DEFINE_integer('num-classes', 1000, 'train / eval: classifier outputs (no data is read).')
 _JSON = flags.DEFINE_string('json', None, 'Also write the figures to this JSON file.')
 _PROFILE = flags.DEFINE_string('profile', None, 'train / eval: write a jax.profiler trace of the timed steps here.')
+_DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'Join a multi-process job (coordinator from the environment).')
 
 # Dense peak FLOP/s per device by jax device_kind, for the share of peak (float32 / bfloat16; vendors' datasheets).
 PEAK_FLOPS = {
@@ -139,7 +148,7 @@ def benchmark_step(config, mode: str, num_classes: int, steps: int, warmup: int,
   achieved = flops / seconds
   return {
       'mode': mode, 'model': config.model.name, 'dtype': str(config.model.dtype), 'image_size': size,
-      'batch': batch_size, 'devices': mesh.devices.size, 'platform': device.platform,
+      'batch': batch_size, 'devices': mesh.devices.size, 'processes': jax.process_count(), 'platform': device.platform,
       'device_kind': device.device_kind, 'build_s': build_s, 'compile_s': compile_s, 'ms_per_step': seconds * 1e3,
       'images_per_s': batch_size / seconds, 'gflop_per_step': flops / 1e9, 'tflop_per_s': achieved / 1e12,
       'peak_share': achieved / (peak * mesh.devices.size) if peak else None,
@@ -185,7 +194,8 @@ def report(figures: dict) -> str:
   else:
     share = f' ({100 * figures["peak_share"]:.1f}% of peak)' if figures['peak_share'] else ''
     lines = [f'{figures["mode"]} step, {figures["model"]} {figures["dtype"]} {figures["image_size"]} px batch '
-             f'{figures["batch"]} on {figures["devices"]} {figures["platform"]} device(s) ({figures["device_kind"]}): '
+             f'{figures["batch"]} on {figures["devices"]} {figures["platform"]} device(s) in {figures["processes"]} '
+             f'process(es) ({figures["device_kind"]}): '
              f'build {figures["build_s"]:.1f} s, compile {figures["compile_s"]:.1f} s',
              f'{figures["ms_per_step"]:.0f} ms/step, {figures["gflop_per_step"]:.1f} GFLOP/step, '
              f'{figures["tflop_per_s"]:.3f} TFLOP/s{share}']
@@ -197,6 +207,12 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   from inception import errors  # pylint: disable=import-outside-toplevel
   config = _apply_flags(_CONFIG.value)
+  if _DISTRIBUTED.value:
+    from inception import distributed  # pylint: disable=import-outside-toplevel
+    try:
+      distributed.initialize()
+    except distributed.DistributedSetupError as e:
+      sys.exit(f'Distributed setup error: {e}')
   try:
     config_checks.check_config(config)
     if _MODE.value == 'input':

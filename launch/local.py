@@ -4,7 +4,10 @@
       --config=configs/googlenet.py:mini --config.num_epochs=1 --config.workdir=runs/mini_2x2
 
 starts `python -m inception.main ARGS --distributed` P times, each with D CPU devices, a free localhost coordinator
-port and its process id. Process 0's output goes to the console; every process's to WORKDIR/logs/process_<i>.log.
+port and its process id. `--module=inception.benchmark` runs the benchmark instead (the coordinator then reaches it
+through JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID). `--pin_cores` gives each process its own
+equal share of the launcher's cores (`taskset`): XLA:CPU runs one process per core closer to 2x on 2 cores than one
+process on both (docs/performance.md). Process 0's output goes to the console; every process's to WORKDIR/logs/process_<i>.log.
 If a process fails, the others are stopped and the launcher exits with its exit code, naming it and the end of its log.
 Preemption: SIGINT/SIGTERM to the launcher reach every process; they save a checkpoint at one agreed step and exit 75,
 and so does the launcher. Processes that exit 75 by themselves (one of them was sent SIGTERM) are relaunched and resume,
@@ -17,6 +20,7 @@ import os
 import shlex
 import signal
 import socket
+import shutil
 import subprocess
 import sys
 import threading
@@ -26,6 +30,7 @@ from typing import List, Optional, Sequence, Tuple
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOG_TAIL_LINES = 30
 EX_PREEMPTED = 75  # inception.preemption.EXIT_PREEMPTED: stopped by a signal after saving; run again to resume
+MODULES = ('inception.main', 'inception.benchmark')  # what it can launch: commands that take --distributed
 
 
 def free_port() -> int:
@@ -50,16 +55,31 @@ def workdir_of(args: Sequence[str]) -> str:
     raise SystemExit(f'ConfigError: {e}') from None
 
 
-def process_command(args: Sequence[str], *, port: int, num_processes: int, process_id: int) -> List[str]:
-  """The command line of process `process_id`."""
-  return [sys.executable, '-m', 'inception.main', *args, '--distributed',
-          f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={num_processes}',
-          f'--process_id={process_id}']
+def core_shares(num_processes: int, cores: Optional[Sequence[int]] = None) -> List[List[int]]:
+  """The launcher's cores (default: the ones it may run on) split into `num_processes` equal, contiguous shares."""
+  cores = sorted(os.sched_getaffinity(0) if cores is None else cores)
+  if len(cores) < num_processes:
+    raise SystemExit(f'launch.local: --pin_cores needs a core per process: {num_processes} processes, {len(cores)} '
+                     f'cores ({cores}). Start fewer processes or drop --pin_cores.')
+  per = len(cores) // num_processes
+  return [cores[i * per:(i + 1) * per] for i in range(num_processes)]
 
 
-def process_env(devices_per_process: int, base: Optional[dict] = None) -> dict:
-  """The environment of each process: CPU only, D devices each."""
+def process_command(args: Sequence[str], *, port: int, num_processes: int, process_id: int,
+                    module: str = MODULES[0], cores: Optional[Sequence[int]] = None) -> List[str]:
+  """The command line of process `process_id` (inception.main takes the coordinator as flags, the others from
+  process_env); `cores`: run it on these cores only."""
+  pin = ['taskset', '-c', ','.join(map(str, cores))] if cores else []
+  coordinator = [f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={num_processes}',
+                 f'--process_id={process_id}'] if module == 'inception.main' else []
+  return [*pin, sys.executable, '-m', module, *args, '--distributed', *coordinator]
+
+
+def process_env(devices_per_process: int, base: Optional[dict] = None, coordinator: Optional[dict] = None) -> dict:
+  """The environment of each process: CPU only, D devices each; `coordinator`: JAX_COORDINATOR_ADDRESS,
+  JAX_NUM_PROCESSES, JAX_PROCESS_ID for a module that reads them there."""
   env = dict(os.environ if base is None else base)
+  env.update(coordinator or {})
   env['JAX_PLATFORMS'] = 'cpu'
   env['JAX_NUM_CPU_DEVICES'] = str(devices_per_process)
   # An inherited XLA device-count flag (tests set one) would override JAX_NUM_CPU_DEVICES.
@@ -69,11 +89,25 @@ def process_env(devices_per_process: int, base: Optional[dict] = None) -> dict:
   return env
 
 
-def dry_run_lines(args: Sequence[str], num_processes: int, devices_per_process: int, port: int) -> List[str]:
+def coordinator_env(module: str, port: int, num_processes: int, process_id: int) -> dict:
+  """The coordinator as environment variables (inception.distributed reads them), for modules other than main."""
+  if module == 'inception.main':
+    return {}
+  return {'JAX_COORDINATOR_ADDRESS': f'127.0.0.1:{port}', 'JAX_NUM_PROCESSES': str(num_processes),
+          'JAX_PROCESS_ID': str(process_id)}
+
+
+def dry_run_lines(args: Sequence[str], num_processes: int, devices_per_process: int, port: int,
+                  module: str = MODULES[0], pin_cores: bool = False) -> List[str]:
   """One shell line per process: the variables launch() sets, then the command."""
-  env = f'JAX_PLATFORMS=cpu JAX_NUM_CPU_DEVICES={devices_per_process}'
-  return [f'{env} {shlex.join(process_command(args, port=port, num_processes=num_processes, process_id=i))}'
-          for i in range(num_processes)]
+  shares = core_shares(num_processes) if pin_cores else [None] * num_processes
+  lines = []
+  for i, cores in enumerate(shares):
+    env = ' '.join(f'{k}={v}' for k, v in coordinator_env(module, port, num_processes, i).items())
+    cmd = process_command(args, port=port, num_processes=num_processes, process_id=i, module=module, cores=cores)
+    lines.append(f'JAX_PLATFORMS=cpu JAX_NUM_CPU_DEVICES={devices_per_process} {env + " " if env else ""}'
+                 f'{shlex.join(cmd)}')
+  return lines
 
 
 def _pump(stream, log, console):
@@ -91,17 +125,23 @@ def tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
     return b''.join(f.readlines()[-lines:]).decode(errors='replace')
 
 
-def launch(args: Sequence[str], num_processes: int, devices_per_process: int) -> Tuple[int, bool]:
+def launch(args: Sequence[str], num_processes: int, devices_per_process: int, module: str = MODULES[0],
+           pin_cores: bool = False) -> Tuple[int, bool]:
   """Runs the processes to the end. Returns (0, or EX_PREEMPTED when they stopped to be re-run, or the exit code of
   the first process that failed; whether the launcher was sent SIGINT/SIGTERM)."""
   log_dir = os.path.join(workdir_of(args), 'logs')
   os.makedirs(log_dir, exist_ok=True)
-  port, env = free_port(), process_env(devices_per_process)
+  port = free_port()
+  shares = core_shares(num_processes) if pin_cores else [None] * num_processes
+  if pin_cores and not shutil.which('taskset'):
+    raise SystemExit('launch.local: --pin_cores needs `taskset` (util-linux) on the PATH.')
   procs, logs, pumps = [], [], []
-  for i in range(num_processes):
+  for i, cores in enumerate(shares):
     path = os.path.join(log_dir, f'process_{i}.log')
     log = open(path, 'ab')  # a resumed run appends to the logs of the runs before it
-    proc = subprocess.Popen(process_command(args, port=port, num_processes=num_processes, process_id=i),
+    env = process_env(devices_per_process, coordinator=coordinator_env(module, port, num_processes, i))
+    proc = subprocess.Popen(process_command(args, port=port, num_processes=num_processes, process_id=i,
+                                            module=module, cores=cores),
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     pump = threading.Thread(target=_pump, args=(proc.stdout, log, sys.stdout.buffer if i == 0 else None),
@@ -153,14 +193,14 @@ def launch(args: Sequence[str], num_processes: int, devices_per_process: int) ->
 
 
 def launch_with_relaunches(args: Sequence[str], num_processes: int, devices_per_process: int,
-                           max_relaunches: int) -> int:
+                           max_relaunches: int, module: str = MODULES[0], pin_cores: bool = False) -> int:
   """launch(), run again (the run resumes) each time the processes stop with EX_PREEMPTED, at most `max_relaunches`
   times. A stop the launcher itself was sent (Ctrl-C, a scheduler's SIGTERM) is passed up as EX_PREEMPTED instead."""
   for relaunch in range(max_relaunches + 1):
     if relaunch:
       sys.stderr.write(f'launch.local: the processes stopped with exit code {EX_PREEMPTED} (checkpoint saved): '
                        f'relaunching ({relaunch} of at most {max_relaunches}).\n')
-    code, signalled = launch(args, num_processes, devices_per_process)
+    code, signalled = launch(args, num_processes, devices_per_process, module, pin_cores)
     if code != EX_PREEMPTED or signalled:
       break
   return code
@@ -171,6 +211,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                    usage='python -m launch.local --num_processes=P --devices_per_process=D -- ARGS')
   parser.add_argument('--num_processes', type=int, default=2)
   parser.add_argument('--devices_per_process', type=int, default=1)
+  parser.add_argument('--module', choices=MODULES, default=MODULES[0], help='the command each process runs')
+  parser.add_argument('--pin_cores', action='store_true', help='each process on its own share of the cores (taskset)')
   parser.add_argument('--dry_run', action='store_true', help='print the commands, run nothing')
   parser.add_argument('--max_relaunches', type=int, default=3,
                       help=f'relaunch (resume) at most this many times when the processes exit {EX_PREEMPTED}')
@@ -180,9 +222,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if opts.num_processes < 1 or opts.devices_per_process < 1:
     parser.error('--num_processes and --devices_per_process must be at least 1.')
   if opts.dry_run:
-    print('\n'.join(dry_run_lines(args, opts.num_processes, opts.devices_per_process, free_port())))
+    print('\n'.join(dry_run_lines(args, opts.num_processes, opts.devices_per_process, free_port(), opts.module,
+                                   opts.pin_cores)))
     return 0
-  return launch_with_relaunches(args, opts.num_processes, opts.devices_per_process, opts.max_relaunches)
+  return launch_with_relaunches(args, opts.num_processes, opts.devices_per_process, opts.max_relaunches, opts.module,
+                                opts.pin_cores)
 
 
 if __name__ == '__main__':

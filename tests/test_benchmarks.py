@@ -1,5 +1,5 @@
-"""The benchmark commands (python -m inception.benchmark, benchmarks/resume.py, benchmarks/compare_pytorch.py) run
-and print their figures."""
+"""The benchmark commands (python -m inception.benchmark, alone or in core-pinned processes under launch.local,
+benchmarks/resume.py, benchmarks/compare_pytorch.py) run and print their figures."""
 import json
 import os
 import re
@@ -54,6 +54,24 @@ def test_step_benchmark_prints_throughput_and_flops(mode, tmp_path):
   assert 1 <= len(rows) <= 5, ops.stdout
 
 
+TWO_CORES = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason='--pin_cores needs a core per process')
+
+
+@TWO_CORES
+def test_step_benchmark_runs_in_two_pinned_processes(tmp_path):
+  """launch.local --module=inception.benchmark --pin_cores: one job over both processes' devices, each process on
+  its own core, each printing the job's figures."""
+  proc = subprocess.run(
+      [sys.executable, '-m', 'launch.local', '--module=inception.benchmark', '--num_processes=2', '--pin_cores', '--',
+       '--config=configs/googlenet.py:mini', '--mode=eval', '--config.model.name=inception_tiny', '--steps=2',
+       '--warmup=1', '--batch=4', '--image-size=64', '--num-classes=10', f'--config.workdir={tmp_path}'],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  head = 'eval step, inception_tiny float32 64 px batch 4 on 2 cpu device(s) in 2 process(es)'
+  for out in (proc.stdout, (tmp_path / 'logs' / 'process_1.log').read_text()):
+    assert head in out and re.search(r'^images/s: [0-9.]+$', out, re.M), out[-3000:]
+
+
 def test_input_benchmark_reads_the_training_pipeline(small_images, tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'inception.benchmark', '--config=configs/googlenet.py:mini', '--mode=input',
@@ -98,3 +116,21 @@ def test_the_pytorch_comparison_gives_both_sides_the_same_environment(torch_env,
   assert ours > 0
   same = torch_env == 'same' and host_memory.would_restart({})
   assert log.read_text().split() == ['glibc.malloc.hugetlb=1' if same else 'unset']
+
+
+@TWO_CORES
+def test_the_pytorch_comparison_in_two_processes_sums_the_reference_copies(tmp_path):
+  """--processes=2: this project as one 2-process job, the reference as 2 pinned copies at once, their rates summed."""
+  fake = tmp_path / 'python'
+  fake.write_text(FAKE_REFERENCE)
+  fake.chmod(0o755)
+  proc = subprocess.run(
+      [sys.executable, 'benchmarks/compare_pytorch.py', f'--torch-python={fake}', '--modes=eval', '--rounds=1',
+       '--batch=2', '--image-size=96', '--eval-steps=1', '--processes=2'],
+      cwd=REPO, capture_output=True, text=True, timeout=600,
+      env={**os.environ, 'FAKE_LOG': str(tmp_path / 'env.log'), **TWO_DEVICES})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  ours = re.search(r'^eval: inception, 2 processes ([0-9.]+) images/s, pytorch, 2 processes 4.00 images/s, ratio',
+                   proc.stdout, re.M)
+  assert ours and float(ours.group(1)) > 0, proc.stdout
+  assert len((tmp_path / 'env.log').read_text().split()) == 3  # one single run, two copies

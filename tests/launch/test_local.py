@@ -208,6 +208,20 @@ def test_launcher_commands_and_environment():
   assert local.workdir_of(['--config=configs/googlenet.py:mini']) == 'runs/googlenet_mini'
 
 
+def test_core_shares_and_the_commands_of_other_modules():
+  assert local.core_shares(2, [3, 0, 2, 1]) == [[0, 1], [2, 3]] and local.core_shares(2, [0, 1, 2]) == [[0], [1]]
+  with pytest.raises(SystemExit, match='--pin_cores needs a core per process'):
+    local.core_shares(3, [0, 1])
+  cmd = local.process_command(['--mode=eval'], port=1234, num_processes=2, process_id=1,
+                              module='inception.benchmark', cores=[2, 3])
+  assert cmd[:3] == ['taskset', '-c', '2,3'] and cmd[4:] == ['-m', 'inception.benchmark', '--mode=eval', '--distributed']
+  assert local.coordinator_env('inception.benchmark', 1234, 2, 1) == {
+      'JAX_COORDINATOR_ADDRESS': '127.0.0.1:1234', 'JAX_NUM_PROCESSES': '2', 'JAX_PROCESS_ID': '1'}
+  assert local.coordinator_env('inception.main', 1234, 2, 1) == {}  # main takes them as flags
+  env = local.process_env(1, {}, coordinator=local.coordinator_env('inception.benchmark', 1234, 2, 0))
+  assert env['JAX_PROCESS_ID'] == '0' and env['JAX_NUM_CPU_DEVICES'] == '1'
+
+
 def test_dry_run_prints_each_process_command():
   proc = subprocess.run([sys.executable, '-m', 'launch.local', '--num_processes=2', '--devices_per_process=3',
                          '--dry_run', '--', '--config=configs/googlenet.py:mini', '--config.workdir=/tmp/a b'],
