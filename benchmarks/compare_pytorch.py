@@ -69,7 +69,7 @@ def main():
   parser.add_argument('--data', default='../shared/data/caltech101', help='input: the image folder to read.')
   parser.add_argument('--input-steps', type=int, default=100, help='input: timed batches per run.')
   parser.add_argument('--processes', type=int, default=1,
-                      help='train / eval: also run each side as this many core-pinned processes (batch / processes each).')
+                      help='train / eval: also run each side as this many core-pinned processes, batch / P each.')
   parser.add_argument('--torch-env', default='same', choices=['same', 'default'],
                       help='same: the reference runs get the host memory settings this project restarts with.')
   args = parser.parse_args()

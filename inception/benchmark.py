@@ -11,7 +11,8 @@ crop, distort, batch, transfer to the devices) over the config's data or --data,
 `images/s: X`; --json writes every figure; --profile writes a profiler trace of the timed steps (TensorBoard's
 profile plugin or Perfetto reads it; `benchmarks/profile_ops.py` sums it by op). Any --config.* override applies.
 
-Several processes, one per core (on 2 CPU cores XLA:CPU gets closer to 2x one core's speed that way):
+Several processes, each on its own cores (on 2 CPU cores, two processes ran the eval step 13% faster than one; see
+docs/performance.md):
 
   python -m launch.local --module=inception.benchmark --num_processes=2 --pin_cores -- \
       --config=configs/googlenet.py --mode=eval --batch=32

@@ -71,7 +71,7 @@ def test_valid_overrides_pass():
 @pytest.mark.parametrize('arg, message', [
     ('--config.optimizer.lrr=0.1', "unknown key 'optimizer.lrr'.*keys there: lr, lr_batch_size, momentum"),
     ('--config.nope=1', "no 'nope' at the top level"),
-    ('--config.num_epochs=ten', 'expected a value of type int, like 22'),
+    ('--config.num_epochs=ten', r'expected a value of type int, like \d+'),
     ('--config.optimizer.lr=fast', 'expected a value of type float'),
     ('--config.model.aux_heads=maybe', 'expected a value of type bool'),
     ('--config.pp.train.area_range=0.5', 'expected a value of type tuple'),

@@ -214,7 +214,8 @@ def test_core_shares_and_the_commands_of_other_modules():
     local.core_shares(3, [0, 1])
   cmd = local.process_command(['--mode=eval'], port=1234, num_processes=2, process_id=1,
                               module='inception.benchmark', cores=[2, 3])
-  assert cmd[:3] == ['taskset', '-c', '2,3'] and cmd[4:] == ['-m', 'inception.benchmark', '--mode=eval', '--distributed']
+  assert cmd[:3] == ['taskset', '-c', '2,3']
+  assert cmd[4:] == ['-m', 'inception.benchmark', '--mode=eval', '--distributed']
   assert local.coordinator_env('inception.benchmark', 1234, 2, 1) == {
       'JAX_COORDINATOR_ADDRESS': '127.0.0.1:1234', 'JAX_NUM_PROCESSES': '2', 'JAX_PROCESS_ID': '1'}
   assert local.coordinator_env('inception.main', 1234, 2, 1) == {}  # main takes them as flags
