@@ -75,7 +75,8 @@ def _first_max_gradient(x, window, stride, pad, g):
   return grad[:, pad:pad + x.shape[1], pad:pad + x.shape[2]]
 
 
-@pytest.mark.parametrize('size,window,stride,padding', [(9, 3, 1, 1), (13, 3, 2, 0), (8, 3, 2, 1)])
+@pytest.mark.parametrize('size,window,stride,padding', [(9, 3, 1, 1), (13, 3, 2, 0), (8, 3, 2, 1), (11, 5, 3, 1),
+                                                      (10, 2, 3, 0)])
 def test_max_pool_gradient_with_many_ties_follows_the_row_major_rule(size, window, stride, padding):
   """Small integers tie in most windows; a tie at (0, 2) and (1, 0) is row-major's (0, 2), column-major's (1, 0)."""
   x = np.random.RandomState(2).randint(0, 3, (2, size, size, 4)).astype(np.float32)
