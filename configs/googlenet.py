@@ -7,7 +7,7 @@ No argument: the paper's ImageNet recipe, on TFDS `imagenet2012` (manual downloa
 `:mini`: the embedded 10-class Caltech 101 subset (data/caltech101-mini) that `make train` runs. It uses the BN variant
 (`googlenet_bn`) at 112 px so it learns in minutes on 2 CPU cores; the published network (LRN, no BN) learns far more
 slowly from scratch on 800 images. Expect top-1 >= 0.60 on its 210 held-out images
-after ~10 minutes (0.81 in 7.8 min on a 2-core Intel Xeon, 2026-12-05):
+after ~10 minutes (0.77-0.81 in 7.8 min on a 2-core Intel Xeon, 2026-12-05):
 
   python -m inception.main --config=configs/googlenet.py:mini
 
