@@ -115,15 +115,16 @@ def main():
     else:
       parser.error(f'--modes: unknown mode {mode!r}; use train, eval, input.')
   results = {(mode, who): [] for mode, cmds in runs.items() for who in cmds}
+  copies_env = dict(reference_env, OMP_NUM_THREADS=str(len(local.core_shares(args.processes)[0])))
   for r in range(args.rounds):
     for mode, cmds in runs.items():
       for who, cmd in cmds.items():
-        env = None if who.startswith('inception') else reference_env
-        if who.startswith('pytorch, '):  # P pinned copies at once
-          results[mode, who].append(parallel_images_per_second(cmd, dict(reference_env, OMP_NUM_THREADS=str(
-              len(local.core_shares(args.processes)[0])))))
+        if who.startswith('inception'):
+          results[mode, who].append(images_per_second(cmd))
+        elif isinstance(cmd[0], list):  # P pinned copies at once, each with its share's threads
+          results[mode, who].append(parallel_images_per_second(cmd, copies_env))
         else:
-          results[mode, who].append(images_per_second(cmd, env))
+          results[mode, who].append(images_per_second(cmd, reference_env))
         print(f'round {r + 1} {mode:5s} {who:29s} {results[mode, who][-1]:8.2f} images/s', flush=True)
   for mode, cmds in runs.items():
     for us in (who for who in cmds if who.startswith('inception')):
