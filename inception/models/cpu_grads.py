@@ -147,7 +147,7 @@ def _max_pool(x, window, stride, pads, in_hw):
 
 
 def _index_dtype(window: int):
-  """The narrowest integer type that holds a window position and the -1 of `_pool_bwd`'s grid."""
+  """The narrowest integer type that holds a window position and the -1 that `_pool_bwd` pads the winners with."""
   return jnp.int8 if window * window <= 127 else jnp.int32
 
 
