@@ -208,13 +208,10 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   from inception import errors  # pylint: disable=import-outside-toplevel
   config = _apply_flags(_CONFIG.value)
-  if _DISTRIBUTED.value:
-    from inception import distributed  # pylint: disable=import-outside-toplevel
-    try:
-      distributed.initialize()
-    except distributed.DistributedSetupError as e:
-      sys.exit(f'Distributed setup error: {e}')
   try:
+    if _DISTRIBUTED.value:
+      from inception import distributed  # pylint: disable=import-outside-toplevel
+      distributed.initialize()  # incomplete settings: a DistributedSetupError, one line below
     config_checks.check_config(config)
     if _MODE.value == 'input':
       figures = benchmark_input(config, _STEPS.value, _WARMUP.value)

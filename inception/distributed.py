@@ -11,12 +11,14 @@ from typing import Optional
 import jax
 from absl import logging
 
+from inception import errors
+
 ENV_COORDINATOR = 'JAX_COORDINATOR_ADDRESS'
 ENV_NUM_PROCESSES = 'JAX_NUM_PROCESSES'
 ENV_PROCESS_ID = 'JAX_PROCESS_ID'
 
 
-class DistributedSetupError(ValueError):
+class DistributedSetupError(errors.UserError):
   """Incomplete or inconsistent multi-process settings; the message names the missing ones."""
 
 
