@@ -11,6 +11,14 @@ crop, distort, batch, transfer to the devices) over the config's data or --data,
 `images/s: X`; --json writes every figure; --profile writes a profiler trace of the timed steps (TensorBoard's
 profile plugin or Perfetto reads it; `benchmarks/profile_ops.py` sums it by op). Any --config.* override applies.
 
+Variants side by side (this machine's speed drifts by up to 20% within an hour, so separate runs compare badly):
+
+  python -m inception.benchmark --config=configs/googlenet.py --mode=eval --batch=32 --steps=3 --rounds=5 \
+      --variant="fused:model.fuse_1x1=True" [--variant="NAME:key=value key=value" ...]
+
+compiles the config as given (`base`) and each variant (its overrides applied, keys as after --config.) in one
+process, then times them in alternating rounds and prints each one's median and its speed against base.
+
 Several processes, each on its own cores (on 2 CPU cores, two processes ran the eval step 13% faster than one; see
 docs/performance.md):
 
@@ -21,6 +29,7 @@ docs/performance.md):
 found on TPU pods and SLURM); --batch stays the global batch, and every process prints the figures.
 """
 import json
+import statistics
 import sys
 import time
 
@@ -40,6 +49,10 @@ _DATA = flags.DEFINE_string('data', None, '--mode=input: an image folder to read
 _NUM_CLASSES = flags.DEFINE_integer('num-classes', 1000, 'train / eval: classifier outputs (no data is read).')
 _JSON = flags.DEFINE_string('json', None, 'Also write the figures to this JSON file.')
 _PROFILE = flags.DEFINE_string('profile', None, 'train / eval: write a jax.profiler trace of the timed steps here.')
+_VARIANT = flags.DEFINE_multi_string(
+    'variant', [], 'train / eval: also time the config with these overrides, side by side in alternating rounds: '
+    '"NAME:key=value [key=value ...]" (keys as after --config.). Repeatable.')
+_ROUNDS = flags.DEFINE_integer('rounds', 5, 'With --variant: alternating rounds of --steps steps per config.')
 _DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'Join a multi-process job (coordinator from the environment).')
 
 # Dense peak FLOP/s per device by jax device_kind, for the share of peak (float32 / bfloat16; vendors' datasheets).
@@ -87,9 +100,9 @@ def _time_steps(run, n: int) -> float:
   return (time.perf_counter() - t0) / max(n, 1)
 
 
-def benchmark_step(config, mode: str, num_classes: int, steps: int, warmup: int, profile_dir=None) -> dict:
-  """Figures of the jitted train or eval step on synthetic device-resident data (see the module docstring);
-  with `profile_dir`, the timed steps run under `jax.profiler.trace` (a Perfetto trace too), which costs a little."""
+def compile_step(config, mode: str, num_classes: int):
+  """The jitted train or eval step of `config`, compiled, with synthetic device-resident data: (run, info), where
+  `run()` takes one step and returns something to block on, and `info` holds the figures known before timing."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
@@ -136,24 +149,51 @@ def benchmark_step(config, mode: str, num_classes: int, steps: int, warmup: int,
                        state.params, state.model_state, batch).compile()
     run = lambda: step(state.params, state.model_state, batch)
   compile_s = time.perf_counter() - t0
+  device = jax.devices()[0]
+  return run, {
+      'mode': mode, 'model': config.model.name, 'dtype': str(config.model.dtype), 'image_size': size,
+      'batch': batch_size, 'devices': mesh.devices.size, 'processes': jax.process_count(), 'platform': device.platform,
+      'device_kind': device.device_kind, 'build_s': build_s, 'compile_s': compile_s,
+      'gflop_per_step': _flops(step) * mesh.devices.size / 1e9,  # XLA counts one device's share of the SPMD program
+  }
+
+
+def _with_speed(info: dict, seconds: float) -> dict:
+  """`info` (compile_step's) with the figures of `seconds` per step."""
+  peak = PEAK_FLOPS.get(info['device_kind'], {}).get(info['dtype'])
+  achieved = info['gflop_per_step'] * 1e9 / seconds
+  return {**info, 'ms_per_step': seconds * 1e3, 'images_per_s': info['batch'] / seconds,
+          'tflop_per_s': achieved / 1e12, 'peak_share': achieved / (peak * info['devices']) if peak else None}
+
+
+def benchmark_step(config, mode: str, num_classes: int, steps: int, warmup: int, profile_dir=None) -> dict:
+  """Figures of the jitted train or eval step on synthetic device-resident data (see the module docstring);
+  with `profile_dir`, the timed steps run under `jax.profiler.trace` (a Perfetto trace too), which costs a little."""
+  import jax  # pylint: disable=import-outside-toplevel
+  run, info = compile_step(config, mode, num_classes)
   _time_steps(run, warmup)
   if profile_dir:
     with jax.profiler.trace(profile_dir, create_perfetto_trace=True):
       seconds = _time_steps(run, steps)
   else:
     seconds = _time_steps(run, steps)
+  return _with_speed(info, seconds)
 
-  flops = _flops(step) * mesh.devices.size  # XLA counts one device's share of the SPMD program
-  device = jax.devices()[0]
-  peak = PEAK_FLOPS.get(device.device_kind, {}).get(str(config.model.dtype))
-  achieved = flops / seconds
-  return {
-      'mode': mode, 'model': config.model.name, 'dtype': str(config.model.dtype), 'image_size': size,
-      'batch': batch_size, 'devices': mesh.devices.size, 'processes': jax.process_count(), 'platform': device.platform,
-      'device_kind': device.device_kind, 'build_s': build_s, 'compile_s': compile_s, 'ms_per_step': seconds * 1e3,
-      'images_per_s': batch_size / seconds, 'gflop_per_step': flops / 1e9, 'tflop_per_s': achieved / 1e12,
-      'peak_share': achieved / (peak * mesh.devices.size) if peak else None,
-  }
+
+def compare_steps(configs: dict, mode: str, num_classes: int, steps: int, warmup: int, rounds: int) -> dict:
+  """Figures of several configs' steps compiled side by side in this process and timed in alternating rounds
+  (forward order, then reversed), so that a machine whose speed drifts within the hour affects all alike: per
+  config name, its figures at the median round and `round_ms`, every round's ms/step."""
+  compiled = {name: compile_step(config, mode, num_classes) for name, config in configs.items()}
+  for run, _ in compiled.values():
+    _time_steps(run, warmup)
+  round_ms = {name: [] for name in configs}
+  names = list(configs)
+  for r in range(rounds):
+    for name in (names if r % 2 == 0 else names[::-1]):
+      round_ms[name].append(_time_steps(compiled[name][0], steps) * 1e3)
+  return {name: {**_with_speed(info, statistics.median(round_ms[name]) / 1e3),
+                 'round_ms': round_ms[name]} for name, (_, info) in compiled.items()}
 
 
 def benchmark_input(config, steps: int, warmup: int) -> dict:
@@ -183,6 +223,35 @@ def benchmark_input(config, steps: int, warmup: int) -> dict:
       'batch': local, 'host_cores': cores, 'warmup_s': first_s, 'ms_per_batch': seconds * 1e3,
       'images_per_s': images_per_s, 'images_per_s_per_core': images_per_s / cores, 'bytes_per_image': per_image,
   }
+
+
+def parse_variants(texts, config) -> dict:
+  """The configs to compare, by name: `base` (`config` itself) and one per --variant text "NAME:key=value ...",
+  `config` with those overrides (config_checks' rules: a ConfigError names an unknown key or a wrong type)."""
+  configs = {'base': config}
+  for text in texts:
+    name, sep, rest = text.partition(':')
+    pairs = [item.partition('=') for item in rest.split()]
+    if not sep or not name or name in configs or not pairs or any(not eq or not key for key, eq, _ in pairs):
+      raise config_checks.ConfigError(
+          f'--variant={text!r}: expected "NAME:key=value [key=value ...]" with a new name (not {", ".join(configs)})'
+          f' and at least one override, e.g. --variant="fused:model.fuse_1x1=True".')
+    configs[name] = config_checks.apply_overrides(config, [(key, value) for key, _, value in pairs],
+                                                  where=f'--variant {name}')
+  return configs
+
+
+def report_comparison(figures: dict, rounds: int, steps: int) -> str:
+  """The printed lines of compare_steps' figures: one row per config with its speed against `base`; the last line
+  is base's `images/s: X`."""
+  base = figures['base']
+  lines = [f'{base["mode"]} step, {base["model"]} {base["dtype"]} {base["image_size"]} px batch {base["batch"]} on '
+           f'{base["devices"]} {base["platform"]} device(s) in {base["processes"]} process(es), {rounds} alternating '
+           f'rounds of {steps} steps (median ms/step, speed against base, every round):']
+  for name, f in figures.items():
+    lines.append(f'  {name:12s} {f["ms_per_step"]:8.1f} ms/step {f["images_per_s"]:8.2f} images/s '
+                 f'{base["ms_per_step"] / f["ms_per_step"]:6.3f}x  ' + ' '.join(f'{ms:.0f}' for ms in f['round_ms']))
+  return '\n'.join(lines + [f'images/s: {base["images_per_s"]:.2f}'])
 
 
 def report(figures: dict) -> str:
@@ -215,6 +284,11 @@ def main(argv):
     config_checks.check_config(config)
     if _MODE.value == 'input':
       figures = benchmark_input(config, _STEPS.value, _WARMUP.value)
+    elif _VARIANT.value:
+      configs = parse_variants(_VARIANT.value, config)
+      for variant in configs.values():
+        config_checks.check_config(variant)
+      figures = compare_steps(configs, _MODE.value, _NUM_CLASSES.value, _STEPS.value, _WARMUP.value, _ROUNDS.value)
     else:
       figures = benchmark_step(config, _MODE.value, _NUM_CLASSES.value, _STEPS.value, _WARMUP.value, _PROFILE.value)
   except errors.UserError as e:  # a bad config or data: one line, as inception.main
@@ -222,7 +296,10 @@ def main(argv):
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
       json.dump(figures, f, indent=2)
-  print(report(figures), flush=True)
+  if _VARIANT.value and _MODE.value != 'input':
+    print(report_comparison(figures, _ROUNDS.value, _STEPS.value), flush=True)
+  else:
+    print(report(figures), flush=True)
 
 
 def run():

@@ -54,6 +54,45 @@ def test_step_benchmark_prints_throughput_and_flops(mode, tmp_path):
   assert 1 <= len(rows) <= 5, ops.stdout
 
 
+def test_step_benchmark_compares_variants_in_alternating_rounds(tmp_path):
+  """--variant: the config as given (base) and a variant, compiled side by side and timed in alternating rounds;
+  every round is reported, and the variant's override reaches its step (here: its batch)."""
+  out = tmp_path / 'figures.json'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'inception.benchmark', '--config=configs/googlenet.py:mini', '--mode=eval',
+       '--config.model.name=inception_tiny', '--steps=1', '--warmup=1', '--rounds=3', '--batch=4', '--image-size=64',
+       '--num-classes=10', '--variant=big:eval_batch_size=8 model.fuse_1x1=True', f'--json={out}'],
+      cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, 'PYTHONPATH': REPO, **TWO_DEVICES})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  figures = json.loads(out.read_text())
+  assert list(figures) == ['base', 'big'] and [figures[n]['batch'] for n in figures] == [4, 8], figures
+  for f in figures.values():  # the median of 3 rounds
+    assert len(f['round_ms']) == 3 and f['ms_per_step'] == pytest.approx(sorted(f['round_ms'])[1]), figures
+  head, *rows, last = proc.stdout.strip().splitlines()
+  assert head.startswith('eval step, inception_tiny float32 64 px batch 4 on 2 cpu device(s) in 1 process(es), 3 '
+                         'alternating rounds of 1 steps'), proc.stdout
+  assert [row.split()[0] for row in rows] == ['base', 'big'] and ' 1.000x ' in rows[0], proc.stdout
+  assert last == f'images/s: {figures["base"]["images_per_s"]:.2f}'
+
+
+@pytest.mark.parametrize('text, problem', [('big', 'expected "NAME:key=value'), ('base:seed=1', 'a new name'),
+                                           ('x:seed', 'expected "NAME:key=value'), ('x:', 'at least one override'),
+                                           ('x:no_such_key=1', "unknown key 'no_such_key'"),
+                                           ('x:seed=many', 'expected a value of type int')])
+def test_bad_variants_are_named(text, problem):
+  from inception import benchmark, config_checks  # pylint: disable=import-outside-toplevel
+  with pytest.raises(config_checks.ConfigError, match=re.escape(problem)):
+    benchmark.parse_variants([text], config_checks.load_config('configs/googlenet.py:mini'))
+
+
+def test_variants_override_a_copy_of_the_config():
+  from inception import benchmark, config_checks  # pylint: disable=import-outside-toplevel
+  config = config_checks.load_config('configs/googlenet.py:mini')
+  configs = benchmark.parse_variants(['lr:optimizer.lr=0.5 seed=3'], config)
+  assert configs['base'] is config and (config.optimizer.lr, config.seed) != (0.5, 3)
+  assert (configs['lr'].optimizer.lr, configs['lr'].seed) == (0.5, 3)
+
+
 TWO_CORES = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason='--pin_cores needs a core per process')
 
 
