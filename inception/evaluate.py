@@ -63,13 +63,13 @@ def main(argv, overrides):
   from inception import distributed, errors, sharding, trained  # pylint: disable=import-outside-toplevel
   from inception.evaluators import table as report_table  # pylint: disable=import-outside-toplevel
   from inception.evaluators.multicrop import ensemble, scores  # pylint: disable=import-outside-toplevel
-  if _DISTRIBUTED.value:
-    distributed.initialize()
-  mesh = sharding.make_mesh()
-  lead = jax.process_index() == 0
   out_dir = _OUT.value or workdirs[0]
   weights = _WEIGHTS.value
   try:
+    if _DISTRIBUTED.value:
+      distributed.initialize()  # incomplete settings: a DistributedSetupError, one line below
+    mesh = sharding.make_mesh()
+    lead = jax.process_index() == 0
     runs = [trained.load(w, mesh, overrides=overrides, step=_STEP.value, weights=weights) for w in workdirs]
     distributed.barrier('evaluate_loaded')  # every host loaded: the first collective waits for no one for long
     crop_counts = (1, 10, 144) if _TABLE.value else (int(_CROPS.value),)

@@ -146,6 +146,11 @@ def test_evaluate_names_a_bad_workdir_a_bad_override_and_a_missing_step(finished
   out = subprocess.run([sys.executable, '-m', 'inception.evaluate', f'--workdir={finished_run[0]}', '--step=3'],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
   assert out.returncode == 1 and 'no checkpoint of step 3; it keeps steps 2, 4' in out.stderr
+  env = {k: v for k, v in os.environ.items() if not k.startswith('JAX_')}
+  out = subprocess.run([sys.executable, '-m', 'inception.evaluate', f'--workdir={finished_run[0]}', '--distributed'],
+                       cwd=REPO, capture_output=True, text=True, timeout=300, env={**env, 'JAX_NUM_PROCESSES': '2'})
+  assert out.returncode == 1 and out.stderr.strip().splitlines()[-1].startswith(
+      "DistributedSetupError: Multi-process settings are incomplete: got ['num_processes']"), out.stderr[-2000:]
 
 
 @pytest.mark.slow
