@@ -50,6 +50,9 @@ def imagenet() -> ml_collections.ConfigDict:
   # at 224 px on 2 cores, 1.0-1.1x at 112 px with BN (docs/performance.md). `{}` = XLA's defaults.
   c.compiler_options = ml_collections.ConfigDict(dict(
       cpu=ml_collections.ConfigDict(dict(xla_cpu_experimental_ynn_fusion_type='LIBRARY_FUSION_TYPE_REDUCE')),
+      # Added for the steps without gradients (eval, multi-crop, predict): max and min without NaN checks, so a max
+      # pool may turn a NaN into its window's largest number. 2.6-3.8% off the eval step on 2 cores.
+      cpu_inference=ml_collections.ConfigDict(dict(xla_cpu_enable_fast_min_max=True)),
   ))
 
   # Data source. `source` picks a class in inception/data/sources.py.

@@ -145,7 +145,7 @@ def compile_step(config, mode: str, num_classes: int):
       return metrics
   else:
     step = jax.jit(steps_lib.make_eval_step(eval_graphdef, config), in_shardings=(repl, repl, data),
-                   out_shardings=repl, compiler_options=compiler_options.for_backend(config)).lower(
+                   out_shardings=repl, compiler_options=compiler_options.for_backend(config, inference=True)).lower(
                        state.params, state.model_state, batch).compile()
     run = lambda: step(state.params, state.model_state, batch)
   compile_s = time.perf_counter() - t0

@@ -67,7 +67,7 @@ def main(argv):
   crops = int(_CROPS.value)
   pp = augment.stage_pp(run.config.pp, 'eval')
   predict = jax.jit(steps.make_predict_step(run.graphdef, run.config),
-                    compiler_options=compiler_options.for_backend(run.config))
+                    compiler_options=compiler_options.for_backend(run.config, inference=True))
   failed = 0
   for path in paths:
     try:

@@ -24,7 +24,7 @@ class ClassificationEvaluator:
     self.batches = pipeline.eval_batches(config, process_index=jax.process_index(),
                                          process_count=jax.process_count(), source=source)
     self.eval_step = jax.jit(steps.make_eval_step(eval_graphdef, config), out_shardings=sharding.replicated(mesh),
-                             compiler_options=compiler_options.for_backend(config))
+                             compiler_options=compiler_options.for_backend(config, inference=True))
 
   def run(self, state) -> Dict[str, float]:
     weights = {'eval': (state.params, state.model_state), 'eval_ema': (state.ema_params, state.ema_model_state)}

@@ -67,7 +67,7 @@ class MultiCropEvaluator:
       return {**predict(params, model_state, batch), **{k: batch[k] for k in ('example', 'label', 'mask')}}
 
     self.step = jax.jit(step, out_shardings=sharding.replicated(mesh),
-                        compiler_options=compiler_options.for_backend(config))
+                        compiler_options=compiler_options.for_backend(config, inference=True))
     self.last_rate: Optional[Dict[str, float]] = None
 
   def probabilities(self, params, model_state, num_classes: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
