@@ -8,7 +8,8 @@ worker threads (XLA:CPU's Eigen pool; on other backends, every thread whose name
 appends to fusion names dropped, so that every `pad_slice_fusion.12` counts as `pad_slice_fusion`. Durations are
 summed over threads, so on a 2-core CPU they add up to about twice the step's wall time. The executor's own span
 (`ThunkExecutor::Execute`), which contains the ops, and the thread pool's waits are left out of the total. With several devices a collective's span (`all-reduce`)
-includes the wait for the other devices.
+includes the wait for the other devices. On one core (`taskset -c 0`) XLA:CPU has no worker threads and runs every op,
+the convolutions included, on the client's thread, so that profile names every op.
 """
 import argparse
 import collections
@@ -17,12 +18,14 @@ import gzip
 import json
 import os
 import re
+from typing import Tuple
 
 NOT_OPS = ('ThunkExecutor::Execute', 'SlinkyThreadPool::Await')  # a span that holds the ops; a wait
 
 
-def op_times(trace_path: str) -> collections.Counter:
-  """Microseconds per op kind on XLA's worker threads, over the whole trace."""
+def op_times(trace_path: str) -> Tuple[collections.Counter, str]:
+  """Microseconds per op kind on XLA's worker threads over the whole trace (on one core, on the client's thread),
+  and which threads those were."""
   with gzip.open(trace_path, 'rt') as f:
     events = json.load(f)['traceEvents']
   names = {e['tid']: e['args']['name'] for e in events if e.get('ph') == 'M' and e.get('name') == 'thread_name'}
@@ -30,6 +33,13 @@ def op_times(trace_path: str) -> collections.Counter:
       tid for tid, name in names.items() if 'XLA' in name and 'PjRt' not in name}
   spans = sorted((e['tid'], e['ts'], e['dur'], e['name']) for e in events
                  if e.get('ph') == 'X' and e.get('tid') in workers and e['name'] not in NOT_OPS)
+  where = 'summed over worker threads'
+  if not spans:  # one core (e.g. under `taskset -c 0`): XLA:CPU runs every op on the client's own thread
+    client = {tid for tid, name in names.items() if 'PjRt' in name}
+    spans = sorted((e['tid'], e['ts'], e['dur'], e['name']) for e in events
+                   if e.get('ph') == 'X' and e.get('tid') in client and e['name'] not in NOT_OPS
+                   and not e['name'].startswith('ThunkExecutor::') and not e['name'].startswith('Threadpool'))
+    where = "on the client's thread (one core: no worker threads)"
   totals, thread, outer_end = collections.Counter(), None, 0.0
   for tid, ts, dur, name in spans:  # only the outermost op of each nest counts, so nothing is counted twice
     if tid != thread:
@@ -37,7 +47,7 @@ def op_times(trace_path: str) -> collections.Counter:
     if ts >= outer_end:
       totals[re.sub(r'(\.\d+)+$', '', name)] += dur
       outer_end = ts + dur
-  return totals
+  return totals, where
 
 
 def newest_trace(folder: str) -> str:
@@ -55,11 +65,11 @@ def main():
   parser.add_argument('--top', type=int, default=25, help='Op kinds to list.')
   args = parser.parse_args()
   path = newest_trace(args.folder)
-  totals = op_times(path)
+  totals, where = op_times(path)
   total = sum(totals.values())
   if not total:
     raise SystemExit(f'{path} holds no op on XLA worker threads.')
-  print(f'{path}: {total / 1e3 / args.steps:.1f} ms of ops per step, summed over worker threads')
+  print(f'{path}: {total / 1e3 / args.steps:.1f} ms of ops per step, {where}')
   for name, us in totals.most_common(args.top):
     print(f'{us / 1e3 / args.steps:10.1f} ms  {100 * us / total:5.1f}%  {name}')
 

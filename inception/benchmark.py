@@ -275,6 +275,9 @@ def report(figures: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  if _VARIANT.value and (_MODE.value == 'input' or _PROFILE.value):
+    raise app.UsageError('--variant compares train or eval steps without --profile: drop --variant, or use '
+                         '--mode=train|eval without --profile.')
   from inception import errors  # pylint: disable=import-outside-toplevel
   config = _apply_flags(_CONFIG.value)
   try:
@@ -296,7 +299,7 @@ def main(argv):
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
       json.dump(figures, f, indent=2)
-  if _VARIANT.value and _MODE.value != 'input':
+  if _VARIANT.value:
     print(report_comparison(figures, _ROUNDS.value, _STEPS.value), flush=True)
   else:
     print(report(figures), flush=True)

@@ -85,12 +85,47 @@ def test_bad_variants_are_named(text, problem):
     benchmark.parse_variants([text], config_checks.load_config('configs/googlenet.py:mini'))
 
 
+def test_variants_of_the_input_pipeline_are_refused():
+  proc = subprocess.run([sys.executable, '-m', 'inception.benchmark', '--config=configs/googlenet.py:mini',
+                         '--mode=input', '--variant=a:seed=1'], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1 and '--variant compares train or eval steps' in proc.stderr, proc.stderr[-2000:]
+
+
 def test_variants_override_a_copy_of_the_config():
   from inception import benchmark, config_checks  # pylint: disable=import-outside-toplevel
   config = config_checks.load_config('configs/googlenet.py:mini')
   configs = benchmark.parse_variants(['lr:optimizer.lr=0.5 seed=3'], config)
   assert configs['base'] is config and (config.optimizer.lr, config.seed) != (0.5, 3)
   assert (configs['lr'].optimizer.lr, configs['lr'].seed) == (0.5, 3)
+
+
+def _trace(path, threads, spans):
+  """A minimal Perfetto trace: thread names by tid, and (tid, start us, duration us, name) op spans."""
+  import gzip  # pylint: disable=import-outside-toplevel
+  events = [{'ph': 'M', 'name': 'thread_name', 'tid': tid, 'args': {'name': name}} for tid, name in threads.items()]
+  events += [{'ph': 'X', 'tid': tid, 'ts': ts, 'dur': dur, 'name': name} for tid, ts, dur, name in spans]
+  with gzip.open(path, 'wt') as f:
+    json.dump({'traceEvents': events}, f)
+
+
+def test_profile_ops_sums_the_workers_or_on_one_core_the_clients_thread(tmp_path):
+  sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
+  try:
+    import profile_ops  # pylint: disable=import-outside-toplevel
+  finally:
+    sys.path.pop(0)
+  threads = {1: 'tf_XLAPjRtCpuClient/1', 2: 'tf_XLAEigen/2', 3: 'tf_XLAEigen/3', 4: 'python'}
+  _trace(tmp_path / 'two.json.gz', threads, [
+      (1, 0, 900, 'ThunkExecutor::Execute (wait for completion)'), (2, 10, 100, 'dot.1'), (3, 10, 50, 'dot.2'),
+      (2, 200, 30, 'pad_fusion.3'), (2, 205, 5, 'nested.1'), (4, 0, 999, 'python span')])
+  totals, where = profile_ops.op_times(str(tmp_path / 'two.json.gz'))
+  assert totals == {'dot': 150, 'pad_fusion': 30} and where == 'summed over worker threads'
+  one_core = {1: 'tf_XLAPjRtCpuClient/1', 4: 'python'}
+  _trace(tmp_path / 'one.json.gz', one_core, [
+      (1, 0, 900, 'ThunkExecutor::Execute (wait for completion)'), (1, 10, 100, 'conv_general_dilated.4'),
+      (1, 120, 40, 'dot.1'), (4, 0, 999, 'python span')])
+  totals, where = profile_ops.op_times(str(tmp_path / 'one.json.gz'))
+  assert totals == {'conv_general_dilated': 100, 'dot': 40} and 'one core' in where
 
 
 TWO_CORES = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason='--pin_cores needs a core per process')
