@@ -20,7 +20,7 @@ import os
 import re
 from typing import Tuple
 
-NOT_OPS = ('ThunkExecutor::Execute', 'SlinkyThreadPool::Await')  # a span that holds the ops; a wait
+NOT_OPS = ('ThunkExecutor::', 'SlinkyThreadPool::', 'ThreadpoolListener::')  # spans that hold ops; waits; bookkeeping
 
 
 def op_times(trace_path: str) -> Tuple[collections.Counter, str]:
@@ -31,14 +31,11 @@ def op_times(trace_path: str) -> Tuple[collections.Counter, str]:
   names = {e['tid']: e['args']['name'] for e in events if e.get('ph') == 'M' and e.get('name') == 'thread_name'}
   workers = {tid for tid, name in names.items() if 'XLAEigen' in name} or {
       tid for tid, name in names.items() if 'XLA' in name and 'PjRt' not in name}
-  spans = sorted((e['tid'], e['ts'], e['dur'], e['name']) for e in events
-                 if e.get('ph') == 'X' and e.get('tid') in workers and e['name'] not in NOT_OPS)
-  where = 'summed over worker threads'
+  spans_on = lambda threads: sorted((e['tid'], e['ts'], e['dur'], e['name']) for e in events if e.get('ph') == 'X'
+                                    and e.get('tid') in threads and not e['name'].startswith(NOT_OPS))
+  spans, where = spans_on(workers), 'summed over worker threads'
   if not spans:  # one core (e.g. under `taskset -c 0`): XLA:CPU runs every op on the client's own thread
-    client = {tid for tid, name in names.items() if 'PjRt' in name}
-    spans = sorted((e['tid'], e['ts'], e['dur'], e['name']) for e in events
-                   if e.get('ph') == 'X' and e.get('tid') in client and e['name'] not in NOT_OPS
-                   and not e['name'].startswith('ThunkExecutor::') and not e['name'].startswith('Threadpool'))
+    spans = spans_on({tid for tid, name in names.items() if 'PjRt' in name})
     where = "on the client's thread (one core: no worker threads)"
   totals, thread, outer_end = collections.Counter(), None, 0.0
   for tid, ts, dur, name in spans:  # only the outermost op of each nest counts, so nothing is counted twice

@@ -196,12 +196,12 @@ def _pool_bwd(window, stride, pads, in_hw, index, g):
     phases = []
     for t in range(stride):
       part = jnp.zeros((n, qh, qw, c), g.dtype)
-      for mi in range(len(range(r, window, stride))):
-        for ni in range(len(range(t, window, stride))):
+      for mi, i in enumerate(range(r, window, stride)):  # window row i = r + stride * mi
+        for ni, j in enumerate(range(t, window, stride)):
           start = (0, lead - mi, lead - ni, 0)
           limit = (n, start[1] + qh, start[2] + qw, c)
-          k = (r + stride * mi) * window + t + stride * ni
-          part = part + jnp.where(lax.slice(index_ext, start, limit) == k, lax.slice(g_ext, start, limit), 0)
+          part = part + jnp.where(lax.slice(index_ext, start, limit) == i * window + j,
+                                  lax.slice(g_ext, start, limit), 0)
       phases.append(part)
     rows.append(jnp.stack(phases, axis=3))  # [N, Qh, Qw, stride, C]
   grad = jnp.stack(rows, axis=2).reshape(n, qh * stride, qw * stride, c)  # the padded input grid, rounded up
