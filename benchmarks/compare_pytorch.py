@@ -15,9 +15,10 @@ the medians and their ratio (this project / PyTorch). docs/performance.md record
 batch/P: this project through `launch.local --pin_cores` (one job, one global batch), PyTorch as P independent
 copies at once (their images/s summed; no gradient exchange, so its train figure is an upper bound).
 
-Both sides run with the same host memory settings: where this project's commands restart with huge pages
-(inception/host_memory.py), the PyTorch runs get the same `GLIBC_TUNABLES`; `--torch-env=default` leaves PyTorch's
-environment as it is, to measure what the setting buys it.
+Both sides run with the same host memory settings: the PyTorch runs get the variables this project's commands
+restart with (inception/host_memory.py: oneTBB's malloc preloaded, glibc's huge pages), so that an allocator's gain
+is not counted as a framework's; `--torch-env=default` leaves PyTorch's environment as it is, to measure what the
+settings buy it.
 """
 import argparse
 import os
@@ -71,13 +72,15 @@ def main():
   parser.add_argument('--processes', type=int, default=1,
                       help='train / eval: also run each side as this many core-pinned processes, batch / P each.')
   parser.add_argument('--torch-env', default='same', choices=['same', 'default'],
-                      help='same: the reference runs get the host memory settings this project restarts with.')
+                      help='same: the reference runs get the host memory settings this project restarts with '
+                           '(its malloc and huge pages).')
   args = parser.parse_args()
 
   reference_env = dict(os.environ)
-  if args.torch_env == 'same' and host_memory.would_restart():
-    reference_env['GLIBC_TUNABLES'] = host_memory.tunables_with_huge_pages(os.environ)
-  print(f'reference runs: GLIBC_TUNABLES={reference_env.get("GLIBC_TUNABLES", "")!r}', flush=True)
+  if args.torch_env == 'same':
+    reference_env.update(host_memory.restart_settings())
+  shown = ('LD_PRELOAD', host_memory.TBB_KEEP_FROM, 'GLIBC_TUNABLES')
+  print('reference runs: ' + ' '.join(f'{k}={reference_env.get(k, "")!r}' for k in shown), flush=True)
 
   shape = [f'--batch={args.batch}', f'--image-size={args.image_size}']
   workers = f'--workers={len(os.sched_getaffinity(0))}'

@@ -307,7 +307,7 @@ def main(argv):
 
 def run():
   """The command: `--config.*` overrides checked first, then main (config_checks.run_app)."""
-  host_memory.restart_with_huge_pages()
+  host_memory.restart_with_host_settings()
   config_checks.run_app(main)
 
 

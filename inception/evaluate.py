@@ -111,7 +111,7 @@ def main(argv, overrides):
 
 def run():
   """Splits off the `--config.key=value` overrides (they apply to each run's saved config), then runs main."""
-  host_memory.restart_with_huge_pages()
+  host_memory.restart_with_host_settings()
   argv, overrides = [], []
   args = sys.argv[1:]
   i = 0

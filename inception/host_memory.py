@@ -1,21 +1,29 @@
-"""Transparent huge pages for the host's big buffers: the commands restart themselves once with glibc's
-`glibc.malloc.hugetlb=1` tunable where the kernel gives huge pages only on request (docs/performance.md).
+"""Host memory settings for the commands: oneTBB's malloc, which keeps freed big blocks for reuse, and transparent
+huge pages for glibc's. The commands restart themselves once with them in the environment (docs/performance.md).
 
 XLA:CPU allocates each step's temporaries (1.5 GB for GoogLeNet's 224 px train step at batch 32) afresh on every
-execution, and glibc hands such sizes to `mmap`, so every step faulted in some 400,000 zeroed 4 KiB pages: a fifth
-of the step's CPU time went to the kernel. With the tunable, glibc asks for huge pages on those mappings (2 MiB, 512x
-fewer faults). glibc reads its tunables when the process starts, hence the restart. It changes no result.
+execution. glibc hands such sizes to `mmap` and back to the kernel on free, so every step faults in and zeroes them
+again: with 4 KiB pages a fifth of the step's CPU time went to the kernel, with huge pages (glibc's
+`glibc.malloc.hugetlb=1`) still a seventh. oneTBB's allocator (the `tbb` package), preloaded in place of glibc's
+malloc and told to keep blocks of 1 MiB and more, hands the same blocks back step after step. The loader and glibc
+read these settings only when a process starts, hence the restart. Nothing computed changes.
 
-A `GLIBC_TUNABLES` that already names `glibc.malloc.hugetlb` is left as it is (`glibc.malloc.hugetlb=0` opts out),
-as is every system where it would do nothing: no glibc 2.35+, or a kernel with huge pages `always` or `never`.
+Left as they are: a `GLIBC_TUNABLES` that names `glibc.malloc.hugetlb` (`=0` opts out of huge pages), a set
+`LD_PRELOAD` (the user's own allocator), `INCEPTION_MALLOC=system` (glibc's malloc), and every system where a
+setting would do nothing (no glibc 2.35+, a kernel with huge pages `always` or `never`, no `tbb` package).
 """
+import importlib.metadata
 import os
 import platform
 import sys
-from typing import Mapping, Optional
+from typing import Dict, List, Mapping, Optional
 
 TUNABLE = 'glibc.malloc.hugetlb'
 THP_MODE = '/sys/kernel/mm/transparent_hugepage/enabled'
+MALLOC_CHOICE = 'INCEPTION_MALLOC'  # 'tbb' (default where installed) or 'system'
+TBB_LIBRARIES = ('libtbbmalloc.so.2', 'libtbbmalloc_proxy.so.2')  # the allocator, then the proxy that needs it
+TBB_KEEP_FROM = 'TBB_MALLOC_SET_HUGE_SIZE_THRESHOLD'  # blocks this large or larger stay with the allocator on free
+KEEP_FROM_BYTES = 1 << 20
 
 
 def thp_mode(path: str = THP_MODE) -> Optional[str]:
@@ -47,18 +55,47 @@ def tunables_with_huge_pages(env: Mapping[str, str]) -> Optional[str]:
   return ':'.join(filter(None, [current, f'{TUNABLE}=1']))
 
 
-def would_restart(env: Optional[Mapping[str, str]] = None) -> bool:
-  """Whether `restart_with_huge_pages` restarts a process with environment `env` (default: this one's)."""
+def tbb_malloc_libraries() -> Optional[List[str]]:
+  """The paths of oneTBB's allocator and its malloc proxy, as the installed `tbb` package holds them, or None."""
+  try:
+    files = importlib.metadata.files('tbb') or []
+  except importlib.metadata.PackageNotFoundError:
+    return None
+  found = {f.name: os.path.abspath(f.locate()) for f in files if f.name in TBB_LIBRARIES}
+  paths = [found.get(name) for name in TBB_LIBRARIES]
+  return paths if all(p and os.path.exists(p) for p in paths) else None
+
+
+def malloc_settings(env: Mapping[str, str], libraries: Optional[List[str]]) -> Dict[str, str]:
+  """The variables that preload oneTBB's malloc from `libraries`, or {} where `env` already decides or asks for
+  glibc's (`INCEPTION_MALLOC=system`)."""
+  choice = env.get(MALLOC_CHOICE, 'tbb')
+  if choice not in ('tbb', 'system'):
+    raise SystemExit(f'{MALLOC_CHOICE}={choice!r}: use tbb (oneTBB\'s malloc, the default) or system (glibc\'s).')
+  if choice == 'system' or env.get('LD_PRELOAD') or not libraries:
+    return {}
+  return {'LD_PRELOAD': ':'.join(libraries), TBB_KEEP_FROM: env.get(TBB_KEEP_FROM, str(KEEP_FROM_BYTES))}
+
+
+def restart_settings(env: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+  """The variables a command restarts with from environment `env` (default: this one's); {} where none would change
+  anything. Also what `benchmarks/compare_pytorch.py` gives the PyTorch runs, so both sides run alike."""
   env = os.environ if env is None else env
-  return thp_mode() == 'madvise' and glibc_has_hugetlb_tunable() and tunables_with_huge_pages(env) is not None
+  settings = malloc_settings(env, tbb_malloc_libraries())
+  if thp_mode() == 'madvise' and glibc_has_hugetlb_tunable():
+    tunables = tunables_with_huge_pages(env)
+    if tunables is not None:
+      settings['GLIBC_TUNABLES'] = tunables
+  return settings
 
 
-def restart_with_huge_pages() -> None:
-  """Restarts this command (same interpreter, same arguments) with the tunable set, where it would change something;
-  returns where it would not. Called first by each command's `run()`, never inside a library call."""
-  if not would_restart():
+def restart_with_host_settings() -> None:
+  """Restarts this command (same interpreter, same arguments) with `restart_settings()` added to its environment,
+  where they would change something; returns where they would not. Called first by each command's `run()`, never
+  inside a library call."""
+  settings = restart_settings()
+  if not settings:
     return
-  tunables = tunables_with_huge_pages(os.environ)
   sys.stdout.flush()
   sys.stderr.flush()
-  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, 'GLIBC_TUNABLES': tunables})
+  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, **settings})

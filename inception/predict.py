@@ -95,7 +95,7 @@ def main(argv):
 
 
 def run():
-  host_memory.restart_with_huge_pages()
+  host_memory.restart_with_host_settings()
   app.run(main)
 
 

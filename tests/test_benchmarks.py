@@ -169,18 +169,19 @@ def test_resume_benchmark_prints_the_time_to_the_first_batch():
   assert [(int(s), float(e)) for s, e, _ in found] == [(0, 0.0), (100000, 320.0)], proc.stdout
 
 
-FAKE_REFERENCE = '#!/bin/sh\necho "${GLIBC_TUNABLES:-unset}" >> "$FAKE_LOG"\necho "images/s: 2.0"\n'
+FAKE_REFERENCE = ('#!/bin/sh\necho "${GLIBC_TUNABLES:-unset} ${LD_PRELOAD:-unset}" >> "$FAKE_LOG"\n'
+                  'echo "images/s: 2.0"\n')
 
 
 @pytest.mark.parametrize('torch_env', ['same', 'default'])
 def test_the_pytorch_comparison_gives_both_sides_the_same_environment(torch_env, tmp_path):
   """benchmarks/compare_pytorch.py with a stand-in for PyTorch's interpreter (it logs the GLIBC_TUNABLES it got and
-  prints a rate): the reference runs get the huge-page tunable this project restarts with, unless told otherwise."""
+  prints a rate): the reference runs get the malloc and huge pages this project restarts with, unless told otherwise."""
   fake = tmp_path / 'python'
   fake.write_text(FAKE_REFERENCE)
   fake.chmod(0o755)
   log = tmp_path / 'env.log'
-  env = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
+  env = {k: v for k, v in os.environ.items() if k not in ('GLIBC_TUNABLES', 'LD_PRELOAD', 'INCEPTION_MALLOC')}
   proc = subprocess.run(
       [sys.executable, 'benchmarks/compare_pytorch.py', f'--torch-python={fake}', '--modes=eval', '--rounds=1',
        '--batch=2', '--image-size=96', '--eval-steps=1', f'--torch-env={torch_env}'],
@@ -188,8 +189,8 @@ def test_the_pytorch_comparison_gives_both_sides_the_same_environment(torch_env,
   assert proc.returncode == 0, proc.stderr[-3000:]
   ours = float(re.search(r'^eval: inception ([0-9.]+) images/s, pytorch 2.00 images/s', proc.stdout, re.M).group(1))
   assert ours > 0
-  same = torch_env == 'same' and host_memory.would_restart({})
-  assert log.read_text().split() == ['glibc.malloc.hugetlb=1' if same else 'unset']
+  settings = host_memory.restart_settings(env) if torch_env == 'same' else {}
+  assert log.read_text().split() == [settings.get('GLIBC_TUNABLES', 'unset'), settings.get('LD_PRELOAD', 'unset')]
 
 
 @TWO_CORES
@@ -207,4 +208,4 @@ def test_the_pytorch_comparison_in_two_processes_sums_the_reference_copies(tmp_p
   ours = re.search(r'^eval: inception, 2 processes ([0-9.]+) images/s, pytorch, 2 processes 4.00 images/s, ratio',
                    proc.stdout, re.M)
   assert ours and float(ours.group(1)) > 0, proc.stdout
-  assert len((tmp_path / 'env.log').read_text().split()) == 3  # one single run, two copies
+  assert len((tmp_path / 'env.log').read_text().splitlines()) == 3  # one single run, two copies

@@ -1,5 +1,5 @@
-"""The restart with glibc's huge-page tunable (inception/host_memory.py): which environments restart, and that a
-command really comes back with the tunable set and its arguments intact."""
+"""The restart with the host memory settings (inception/host_memory.py): which environments restart, and that a
+command really comes back with them, its arguments intact, and a malloc that reuses big blocks."""
 import os
 import subprocess
 import sys
@@ -26,16 +26,64 @@ def test_the_kernel_mode_is_the_bracketed_word(tmp_path):
   assert host_memory.thp_mode(str(tmp_path / 'missing')) is None
 
 
-PROBE = ('import os, sys; from inception import host_memory; host_memory.restart_with_huge_pages(); '
-         'print(os.environ.get("GLIBC_TUNABLES", ""), sys.argv[1:])')
+def test_tbb_malloc_is_preloaded_unless_the_environment_decides():
+  libs = ['/x/libtbbmalloc.so.2', '/x/libtbbmalloc_proxy.so.2']
+  assert host_memory.malloc_settings({}, libs) == {
+      'LD_PRELOAD': '/x/libtbbmalloc.so.2:/x/libtbbmalloc_proxy.so.2', 'TBB_MALLOC_SET_HUGE_SIZE_THRESHOLD': '1048576'}
+  assert host_memory.malloc_settings({'TBB_MALLOC_SET_HUGE_SIZE_THRESHOLD': '4096'}, libs)[
+      'TBB_MALLOC_SET_HUGE_SIZE_THRESHOLD'] == '4096'
+  assert host_memory.malloc_settings({'LD_PRELOAD': '/usr/lib/libjemalloc.so'}, libs) == {}  # the user's own
+  assert host_memory.malloc_settings({'INCEPTION_MALLOC': 'system'}, libs) == {}  # opted out
+  assert host_memory.malloc_settings({}, None) == {}  # no tbb package
+  with pytest.raises(SystemExit, match="INCEPTION_MALLOC='jemalloc': use tbb"):
+    host_memory.malloc_settings({'INCEPTION_MALLOC': 'jemalloc'}, libs)
 
 
-@pytest.mark.skipif(not host_memory.would_restart({}), reason='no glibc 2.35+ or the kernel is not in madvise mode')
+# After the restart: the arguments, the settings, and how many pages a freed and reallocated 64 MiB block faults in.
+PROBE = """
+import ctypes, os, resource, sys
+from inception import host_memory
+host_memory.restart_with_host_settings()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+size = 64 << 20
+block = libc.malloc(size)
+ctypes.memset(block, 1, size)
+libc.free(block)
+block = libc.malloc(size)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+ctypes.memset(block, 2, size)
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(os.environ.get('GLIBC_TUNABLES', ''), 'tbb' if 'libtbbmalloc_proxy' in open('/proc/self/maps').read() else 'glibc',
+      faults, sys.argv[1:])
+"""
+
+
+def _probe(env, *args):
+  out = subprocess.run([sys.executable, '-c', PROBE, *args], env=env, capture_output=True, text=True, check=True)
+  tunables, malloc, faults, rest = out.stdout.strip().split(' ', 3)
+  return tunables, malloc, int(faults), rest
+
+
+def _clean_env(**extra):
+  drop = ('GLIBC_TUNABLES', 'LD_PRELOAD', 'INCEPTION_MALLOC', 'TBB_MALLOC_SET_HUGE_SIZE_THRESHOLD')
+  return {**{k: v for k, v in os.environ.items() if k not in drop}, **extra}
+
+
+@pytest.mark.skipif(host_memory.tbb_malloc_libraries() is None, reason='no tbb package (Linux x86-64 only)')
+def test_a_command_restarts_with_tbb_malloc_which_reuses_big_blocks():
+  tunables, malloc, faults, args = _probe(_clean_env(), 'a', '--b=c')
+  assert malloc == 'tbb' and args == "['a', '--b=c']"
+  assert faults < 64, faults  # the freed block came back already mapped
+  tunables, malloc, faults, _ = _probe(_clean_env(INCEPTION_MALLOC='system', GLIBC_TUNABLES=f'{host_memory.TUNABLE}=0'))
+  assert malloc == 'glibc' and faults >= 1000, faults  # glibc unmapped it: 16,384 fresh 4 KiB pages
+
+
+@pytest.mark.skipif(not (host_memory.thp_mode() == 'madvise' and host_memory.glibc_has_hugetlb_tunable()),
+                    reason='no glibc 2.35+ or the kernel is not in madvise mode')
 def test_a_command_restarts_with_the_tunable_and_its_arguments():
-  env = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
-  out = subprocess.run([sys.executable, '-c', PROBE, 'a', '--b=c'], env=env, capture_output=True, text=True,
-                       check=True).stdout
-  assert out.strip() == "glibc.malloc.hugetlb=1 ['a', '--b=c']"
-  env['GLIBC_TUNABLES'] = 'glibc.malloc.hugetlb=0'
-  out = subprocess.run([sys.executable, '-c', PROBE], env=env, capture_output=True, text=True, check=True).stdout
-  assert out.strip() == 'glibc.malloc.hugetlb=0 []'
+  tunables, _, _, args = _probe(_clean_env(INCEPTION_MALLOC='system'), 'a', '--b=c')
+  assert (tunables, args) == ('glibc.malloc.hugetlb=1', "['a', '--b=c']")
+  tunables, _, _, args = _probe(_clean_env(INCEPTION_MALLOC='system', GLIBC_TUNABLES='glibc.malloc.hugetlb=0'))
+  assert (tunables, args) == ('glibc.malloc.hugetlb=0', '[]')
