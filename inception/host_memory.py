@@ -8,12 +8,16 @@ again: with 4 KiB pages a fifth of the step's CPU time went to the kernel, with 
 malloc and told to keep blocks of 1 MiB and more, hands the same blocks back step after step. The loader and glibc
 read these settings only when a process starts, hence the restart. Nothing computed changes.
 
-Left as they are: a `GLIBC_TUNABLES` that names `glibc.malloc.hugetlb` (`=0` opts out of huge pages), a set
-`LD_PRELOAD` (the user's own allocator), `INCEPTION_MALLOC=system` (glibc's malloc), and every system where a
+oneTBB's malloc is preloaded only where XLA:CPU computes the steps (no accelerator plugin for jax installed, or
+`JAX_PLATFORMS` starting with cpu): on an accelerator's host the process mostly runs the input pipeline, which it
+slowed by 8%. Left as they are: a `GLIBC_TUNABLES` that names `glibc.malloc.hugetlb` (`=0` opts out of huge pages),
+a set `LD_PRELOAD` (the user's own allocator), `INCEPTION_MALLOC=system` (glibc's malloc), and every system where a
 setting would do nothing (no glibc 2.35+, a kernel with huge pages `always` or `never`, no `tbb` package).
 """
 import importlib.metadata
+import importlib.util
 import os
+import pkgutil
 import platform
 import sys
 from typing import Dict, List, Mapping, Optional
@@ -66,13 +70,30 @@ def tbb_malloc_libraries() -> Optional[List[str]]:
   return paths if all(p and os.path.exists(p) for p in paths) else None
 
 
-def malloc_settings(env: Mapping[str, str], libraries: Optional[List[str]]) -> Dict[str, str]:
-  """The variables that preload oneTBB's malloc from `libraries`, or {} where `env` already decides or asks for
-  glibc's (`INCEPTION_MALLOC=system`)."""
+def accelerator_plugins() -> List[str]:
+  """The jax plugins installed for accelerators (CUDA, ROCm, TPU...), found the way jax finds them, without jax."""
+  names = [entry.name for entry in importlib.metadata.entry_points(group='jax_plugins')]
+  try:
+    import jax_plugins  # pylint: disable=import-outside-toplevel  # a namespace package, where any plugin is installed
+    names += [module.name for module in pkgutil.iter_modules(jax_plugins.__path__)]
+  except ImportError:
+    pass
+  return names + (['libtpu'] if importlib.util.find_spec('libtpu') else [])
+
+
+def computes_on_cpu(env: Mapping[str, str], plugins: List[str]) -> bool:
+  """Whether jax's default backend will be XLA:CPU: `JAX_PLATFORMS` says so first, else no accelerator plugin."""
+  platforms = env.get('JAX_PLATFORMS', '').strip()
+  return platforms.split(',')[0].strip() == 'cpu' if platforms else not plugins
+
+
+def malloc_settings(env: Mapping[str, str], libraries: Optional[List[str]], on_cpu: bool = True) -> Dict[str, str]:
+  """The variables that preload oneTBB's malloc from `libraries` for a process computing `on_cpu`, or {} where it
+  does not, where `env` already decides, or where it asks for glibc's (`INCEPTION_MALLOC=system`)."""
   choice = env.get(MALLOC_CHOICE, 'tbb')
   if choice not in ('tbb', 'system'):
     raise SystemExit(f'{MALLOC_CHOICE}={choice!r}: use tbb (oneTBB\'s malloc, the default) or system (glibc\'s).')
-  if choice == 'system' or env.get('LD_PRELOAD') or not libraries:
+  if choice == 'system' or env.get('LD_PRELOAD') or not libraries or not on_cpu:
     return {}
   return {'LD_PRELOAD': ':'.join(libraries), TBB_KEEP_FROM: env.get(TBB_KEEP_FROM, str(KEEP_FROM_BYTES))}
 
@@ -81,7 +102,7 @@ def restart_settings(env: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
   """The variables a command restarts with from environment `env` (default: this one's); {} where none would change
   anything. Also what `benchmarks/compare_pytorch.py` gives the PyTorch runs, so both sides run alike."""
   env = os.environ if env is None else env
-  settings = malloc_settings(env, tbb_malloc_libraries())
+  settings = malloc_settings(env, tbb_malloc_libraries(), computes_on_cpu(env, accelerator_plugins()))
   if thp_mode() == 'madvise' and glibc_has_hugetlb_tunable():
     tunables = tunables_with_huge_pages(env)
     if tunables is not None:

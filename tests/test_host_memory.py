@@ -35,8 +35,17 @@ def test_tbb_malloc_is_preloaded_unless_the_environment_decides():
   assert host_memory.malloc_settings({'LD_PRELOAD': '/usr/lib/libjemalloc.so'}, libs) == {}  # the user's own
   assert host_memory.malloc_settings({'INCEPTION_MALLOC': 'system'}, libs) == {}  # opted out
   assert host_memory.malloc_settings({}, None) == {}  # no tbb package
+  assert host_memory.malloc_settings({}, libs, on_cpu=False) == {}  # an accelerator's host: its input pipeline
   with pytest.raises(SystemExit, match="INCEPTION_MALLOC='jemalloc': use tbb"):
     host_memory.malloc_settings({'INCEPTION_MALLOC': 'jemalloc'}, libs)
+
+
+def test_the_backend_is_cpu_where_jax_platforms_says_so_or_no_accelerator_plugin_is_installed():
+  assert host_memory.computes_on_cpu({}, [])
+  assert not host_memory.computes_on_cpu({}, ['xla_cuda12'])
+  assert host_memory.computes_on_cpu({'JAX_PLATFORMS': 'cpu'}, ['libtpu'])
+  assert not host_memory.computes_on_cpu({'JAX_PLATFORMS': 'cuda,cpu'}, [])
+  assert host_memory.computes_on_cpu({'JAX_PLATFORMS': ' cpu '}, ['xla_cuda12'])
 
 
 # After the restart: the arguments, the settings, and how many pages a freed and reallocated 64 MiB block faults in.
