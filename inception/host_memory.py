@@ -110,6 +110,19 @@ def restart_settings(env: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
   return settings
 
 
+def describe(maps_path: str = '/proc/self/maps', env: Optional[Mapping[str, str]] = None) -> str:
+  """One line for the logs: the malloc this process really runs with (read from its mapped libraries) and glibc's
+  huge-page tunable."""
+  env = os.environ if env is None else env
+  try:
+    with open(maps_path) as f:
+      malloc = 'oneTBB' if 'libtbbmalloc_proxy' in f.read() else 'system'
+  except OSError:
+    malloc = 'unknown'
+  tunables = dict(item.partition('=')[::2] for item in env.get('GLIBC_TUNABLES', '').split(':') if item)
+  return f'host memory: {malloc} malloc, {TUNABLE}={tunables.get(TUNABLE, "unset")}'
+
+
 def restart_with_host_settings() -> None:
   """Restarts this command (same interpreter, same arguments) with `restart_settings()` added to its environment,
   where they would change something; returns where they would not. Called first by each command's `run()`, never

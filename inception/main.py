@@ -49,6 +49,7 @@ def main(argv):
     raise app.UsageError('--coordinator_address, --num_processes and --process_id need --distributed.')
   logging.info('JAX %s: process %d of %d, %d local / %d global devices (%s).', jax.__version__, jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
+  logging.info('%s (inception/host_memory.py).', host_memory.describe())
   try:
     results = train.train_and_evaluate(_CONFIG.value)
   except sources.DatasetNotPreparedError as e:

@@ -31,6 +31,7 @@ def test_step_benchmark_prints_throughput_and_flops(mode, tmp_path):
   assert lines[0].startswith(f'{mode} step, inception_tiny float32 64 px batch 4 on 2 cpu device(s)'), proc.stdout
   figures = json.loads(out.read_text())
   assert lines[-1] == f'images/s: {figures["images_per_s"]:.2f}' and figures['images_per_s'] > 0
+  assert lines[-2] == figures['host_memory'] and lines[-2].startswith('host memory: '), proc.stdout
   assert abs(figures['images_per_s'] - 4000 / figures['ms_per_step']) < 1e-6 * figures['images_per_s']
   # XLA's count of the program against the model summary's multiply-adds (2 FLOPs each): measured 0.96x when
   # evaluating; when training about 3x for the model (the forward and two backward products, the aux head) plus the
@@ -71,7 +72,8 @@ def test_step_benchmark_compares_variants_in_alternating_rounds(tmp_path):
   head, *rows, last = proc.stdout.strip().splitlines()
   assert head.startswith('eval step, inception_tiny float32 64 px batch 4 on 2 cpu device(s) in 1 process(es), 3 '
                          'alternating rounds of 1 steps'), proc.stdout
-  assert [row.split()[0] for row in rows] == ['base', 'big'] and ' 1.000x ' in rows[0], proc.stdout
+  assert [row.split()[0] for row in rows[:2]] == ['base', 'big'] and ' 1.000x ' in rows[0], proc.stdout
+  assert rows[2:] == [figures['base']['host_memory']] and rows[2].startswith('host memory: '), proc.stdout
   assert last == f'images/s: {figures["base"]["images_per_s"]:.2f}'
 
 
@@ -152,7 +154,8 @@ def test_input_benchmark_reads_the_training_pipeline(small_images, tmp_path):
        f'--data={small_images}', '--steps=2', '--warmup=1', '--batch=4', '--image-size=32'],
       cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, 'PYTHONPATH': REPO})
   assert proc.returncode == 0, proc.stderr[-3000:]
-  first, last = proc.stdout.strip().splitlines()
+  first, memory, last = proc.stdout.strip().splitlines()
+  assert memory.startswith('host memory: ') and ' malloc, glibc.malloc.hugetlb=' in memory, proc.stdout
   assert first.startswith(f'input pipeline, folder {small_images}, 32 px, batch 4 per process') and \
       f'{32 * 32 * 3 + 4 + 8 + 4} bytes/image' in first, proc.stdout  # uint8 image, int32 label, 2 uint32 seeds,
   # float32 mask

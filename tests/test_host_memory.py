@@ -48,6 +48,15 @@ def test_the_backend_is_cpu_where_jax_platforms_says_so_or_no_accelerator_plugin
   assert host_memory.computes_on_cpu({'JAX_PLATFORMS': ' cpu '}, ['xla_cuda12'])
 
 
+def test_the_log_line_names_the_malloc_mapped_and_the_tunable(tmp_path):
+  maps = tmp_path / 'maps'
+  maps.write_text('7f00-7f01 r-xp 0 08:01 1 /venv/lib/libtbbmalloc_proxy.so.2\n7f02-7f03 r-xp 0 08:01 2 /lib/libc.so.6\n')
+  env = {'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1'}
+  assert host_memory.describe(str(maps), env) == 'host memory: oneTBB malloc, glibc.malloc.hugetlb=1'
+  maps.write_text('7f02-7f03 r-xp 0 08:01 2 /lib/libc.so.6\n')
+  assert host_memory.describe(str(maps), {}) == 'host memory: system malloc, glibc.malloc.hugetlb=unset'
+
+
 # After the restart: the arguments, the settings, and how many pages a freed and reallocated 64 MiB block faults in.
 PROBE = """
 import ctypes, os, resource, sys
