@@ -301,8 +301,9 @@ def main(argv):
       figures = benchmark_step(config, _MODE.value, _NUM_CLASSES.value, _STEPS.value, _WARMUP.value, _PROFILE.value)
   except errors.UserError as e:  # a bad config or data: one line, as inception.main
     sys.exit(f'{type(e).__name__}: {e}')
-  for one in (figures.values() if _VARIANT.value else [figures]):  # the malloc moves CPU figures by 10-30%
-    one['host_memory'] = host_memory.describe()
+  memory = host_memory.describe()  # the malloc moves CPU figures by 10-30%
+  for one in (figures.values() if _VARIANT.value else [figures]):
+    one['host_memory'] = memory
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
       json.dump(figures, f, indent=2)

@@ -50,13 +50,17 @@ def glibc_has_hugetlb_tunable() -> bool:
     return False
 
 
+def glibc_tunables(env: Mapping[str, str]) -> Dict[str, str]:
+  """`GLIBC_TUNABLES` ("name=value:name=value") as a dict."""
+  return dict(item.partition('=')[::2] for item in env.get('GLIBC_TUNABLES', '').split(':') if item)
+
+
 def tunables_with_huge_pages(env: Mapping[str, str]) -> Optional[str]:
   """The `GLIBC_TUNABLES` value to restart with, or None where the environment already decides (it names the
   tunable)."""
-  current = env.get('GLIBC_TUNABLES', '')
-  if any(item.split('=')[0] == TUNABLE for item in current.split(':') if item):
+  if TUNABLE in glibc_tunables(env):
     return None
-  return ':'.join(filter(None, [current, f'{TUNABLE}=1']))
+  return ':'.join(filter(None, [env.get('GLIBC_TUNABLES', ''), f'{TUNABLE}=1']))
 
 
 def tbb_malloc_libraries() -> Optional[List[str]]:
@@ -87,7 +91,7 @@ def computes_on_cpu(env: Mapping[str, str], plugins: List[str]) -> bool:
   return platforms.split(',')[0].strip() == 'cpu' if platforms else not plugins
 
 
-def malloc_settings(env: Mapping[str, str], libraries: Optional[List[str]], on_cpu: bool = True) -> Dict[str, str]:
+def malloc_settings(env: Mapping[str, str], libraries: Optional[List[str]], on_cpu: bool) -> Dict[str, str]:
   """The variables that preload oneTBB's malloc from `libraries` for a process computing `on_cpu`, or {} where it
   does not, where `env` already decides, or where it asks for glibc's (`INCEPTION_MALLOC=system`)."""
   choice = env.get(MALLOC_CHOICE, 'tbb')
@@ -119,8 +123,7 @@ def describe(maps_path: str = '/proc/self/maps', env: Optional[Mapping[str, str]
       malloc = 'oneTBB' if 'libtbbmalloc_proxy' in f.read() else 'system'
   except OSError:
     malloc = 'unknown'
-  tunables = dict(item.partition('=')[::2] for item in env.get('GLIBC_TUNABLES', '').split(':') if item)
-  return f'host memory: {malloc} malloc, {TUNABLE}={tunables.get(TUNABLE, "unset")}'
+  return f'host memory: {malloc} malloc, {TUNABLE}={glibc_tunables(env).get(TUNABLE, "unset")}'
 
 
 def restart_with_host_settings() -> None:

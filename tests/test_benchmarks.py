@@ -178,8 +178,9 @@ FAKE_REFERENCE = ('#!/bin/sh\necho "${GLIBC_TUNABLES:-unset} ${LD_PRELOAD:-unset
 
 @pytest.mark.parametrize('torch_env', ['same', 'default'])
 def test_the_pytorch_comparison_gives_both_sides_the_same_environment(torch_env, tmp_path):
-  """benchmarks/compare_pytorch.py with a stand-in for PyTorch's interpreter (it logs the GLIBC_TUNABLES it got and
-  prints a rate): the reference runs get the malloc and huge pages this project restarts with, unless told otherwise."""
+  """benchmarks/compare_pytorch.py with a stand-in for PyTorch's interpreter (it logs the GLIBC_TUNABLES and
+  LD_PRELOAD it got and prints a rate): the reference runs get the malloc and huge pages this project restarts with,
+  unless told otherwise."""
   fake = tmp_path / 'python'
   fake.write_text(FAKE_REFERENCE)
   fake.chmod(0o755)

@@ -28,16 +28,17 @@ def test_the_kernel_mode_is_the_bracketed_word(tmp_path):
 
 def test_tbb_malloc_is_preloaded_unless_the_environment_decides():
   libs = ['/x/libtbbmalloc.so.2', '/x/libtbbmalloc_proxy.so.2']
-  assert host_memory.malloc_settings({}, libs) == {
+  assert host_memory.malloc_settings({}, libs, on_cpu=True) == {
       'LD_PRELOAD': '/x/libtbbmalloc.so.2:/x/libtbbmalloc_proxy.so.2', 'TBB_MALLOC_SET_HUGE_SIZE_THRESHOLD': '1048576'}
-  assert host_memory.malloc_settings({'TBB_MALLOC_SET_HUGE_SIZE_THRESHOLD': '4096'}, libs)[
+  assert host_memory.malloc_settings({'TBB_MALLOC_SET_HUGE_SIZE_THRESHOLD': '4096'}, libs, on_cpu=True)[
       'TBB_MALLOC_SET_HUGE_SIZE_THRESHOLD'] == '4096'
-  assert host_memory.malloc_settings({'LD_PRELOAD': '/usr/lib/libjemalloc.so'}, libs) == {}  # the user's own
-  assert host_memory.malloc_settings({'INCEPTION_MALLOC': 'system'}, libs) == {}  # opted out
-  assert host_memory.malloc_settings({}, None) == {}  # no tbb package
+  users_own = {'LD_PRELOAD': '/usr/lib/libjemalloc.so'}
+  assert host_memory.malloc_settings(users_own, libs, on_cpu=True) == {}
+  assert host_memory.malloc_settings({'INCEPTION_MALLOC': 'system'}, libs, on_cpu=True) == {}  # opted out
+  assert host_memory.malloc_settings({}, None, on_cpu=True) == {}  # no tbb package
   assert host_memory.malloc_settings({}, libs, on_cpu=False) == {}  # an accelerator's host: its input pipeline
   with pytest.raises(SystemExit, match="INCEPTION_MALLOC='jemalloc': use tbb"):
-    host_memory.malloc_settings({'INCEPTION_MALLOC': 'jemalloc'}, libs)
+    host_memory.malloc_settings({'INCEPTION_MALLOC': 'jemalloc'}, libs, on_cpu=True)
 
 
 def test_the_backend_is_cpu_where_jax_platforms_says_so_or_no_accelerator_plugin_is_installed():
@@ -50,7 +51,8 @@ def test_the_backend_is_cpu_where_jax_platforms_says_so_or_no_accelerator_plugin
 
 def test_the_log_line_names_the_malloc_mapped_and_the_tunable(tmp_path):
   maps = tmp_path / 'maps'
-  maps.write_text('7f00-7f01 r-xp 0 08:01 1 /venv/lib/libtbbmalloc_proxy.so.2\n7f02-7f03 r-xp 0 08:01 2 /lib/libc.so.6\n')
+  maps.write_text('7f00-7f01 r-xp 0 08:01 1 /venv/lib/libtbbmalloc_proxy.so.2\n'
+                  '7f02-7f03 r-xp 0 08:01 2 /lib/libc.so.6\n')
   env = {'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1'}
   assert host_memory.describe(str(maps), env) == 'host memory: oneTBB malloc, glibc.malloc.hugetlb=1'
   maps.write_text('7f02-7f03 r-xp 0 08:01 2 /lib/libc.so.6\n')
@@ -73,8 +75,8 @@ block = libc.malloc(size)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 ctypes.memset(block, 2, size)
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(os.environ.get('GLIBC_TUNABLES', ''), 'tbb' if 'libtbbmalloc_proxy' in open('/proc/self/maps').read() else 'glibc',
-      faults, sys.argv[1:])
+malloc = 'tbb' if 'libtbbmalloc_proxy' in open('/proc/self/maps').read() else 'glibc'
+print(os.environ.get('GLIBC_TUNABLES', ''), malloc, faults, sys.argv[1:])
 """
 
 
