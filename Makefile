@@ -12,7 +12,7 @@ LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
 .PHONY: install install-cuda install-tpu lock train test test-slow summary clean
 
-install: $(STAMP)
+install: $(STAMP) $(KERNEL)
 
 # uv (itself pinned in the lock) installs exactly the lock: `uv pip sync` also removes anything not in it.
 $(STAMP): requirements.lock pyproject.toml
@@ -21,6 +21,13 @@ $(STAMP): requirements.lock pyproject.toml
 	$(UV) pip sync -q --python $(PY) requirements.lock
 	$(UV) pip install -q --python $(PY) --no-deps -e .
 	touch $(STAMP)
+
+# The Winograd 3x3 convolution for CPUs (inception/models/winograd.py), compiled against the installed jaxlib's FFI
+# headers; without a C++ compiler it is left out with a warning and the models use XLA's convolutions.
+KERNEL_DIR := inception/models/kernels
+KERNEL := $(KERNEL_DIR)/_winograd.so
+$(KERNEL): $(STAMP) $(wildcard $(KERNEL_DIR)/*.cc $(KERNEL_DIR)/*.h) $(KERNEL_DIR)/build.py
+	$(PY) -m inception.models.kernels.build
 
 # Accelerator builds of the locked jax on top of the lock (everything else stays at its locked version).
 JAX_VERSION = $(shell sed -n 's/^jax==//p' requirements.lock)

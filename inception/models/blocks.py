@@ -60,14 +60,14 @@ def explicit_padding(kernel: Kernel, padding) -> Tuple[int, int]:
 
 
 def unit_factory(*, bn_momentum: float, bn_epsilon: float, bn_scale: bool, dtype, custom_gradients: str,
-                 rngs: nnx.Rngs) -> Callable[..., nnx.Module]:
+                 winograd: str = 'never', rngs: nnx.Rngs) -> Callable[..., nnx.Module]:
   """conv_block(in, out, kernel, stride, padding) -> layers.ConvBNReLU with the model's BatchNorm settings."""
   return functools.partial(layers.ConvBNReLU, momentum=bn_momentum, epsilon=bn_epsilon, scale=bn_scale, dtype=dtype,
-                           custom_gradients=custom_gradients, rngs=rngs)
+                           custom_gradients=custom_gradients, winograd=winograd, rngs=rngs)
 
 
 def setup(net: nnx.Module, *, num_classes: int, image_size, dtype, bn_momentum: float, bn_epsilon: float,
-          bn_scale: bool, custom_gradients: str, rngs: nnx.Rngs) -> Callable[..., nnx.Module]:
+          bn_scale: bool, custom_gradients: str, winograd: str = 'never', rngs: nnx.Rngs) -> Callable[..., nnx.Module]:
   """Sets a family network's basics (num_classes, image_size as (h, w), dtype, deterministic) on `net` and returns
   its conv-BN-ReLU factory (unit_factory)."""
   net.num_classes = num_classes
@@ -75,7 +75,7 @@ def setup(net: nnx.Module, *, num_classes: int, image_size, dtype, bn_momentum: 
   net.dtype = layers.canonical_dtype(dtype)
   net.deterministic = False
   return unit_factory(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, bn_scale=bn_scale, dtype=net.dtype,
-                      custom_gradients=custom_gradients, rngs=rngs)
+                      custom_gradients=custom_gradients, winograd=winograd, rngs=rngs)
 
 
 def max_pool_valid(x: jax.Array, window: int, stride: int, custom_gradients: str, pad: int = 0) -> jax.Array:

@@ -7,7 +7,8 @@ forward and a custom VJP: the kernel gradient as a product of the stacked input 
 maximum of its window (Caffe's and PyTorch's rule for ties) as an elementwise gather over shifted slices; under
 differentiation the pool's forward finds those winners along with the maxima and keeps them as an int8 index. The input
 gradient stays XLA's. Results equal XLA's to float rounding (tests/models/test_cpu_grads.py). Accelerators keep XLA's
-own gradients unless asked otherwise.
+own gradients unless asked otherwise. `make_conv_general_dilated` also routes 3x3 stride-1 convolutions to the
+Winograd kernel (winograd.py) where its policy asks.
 """
 import functools
 from typing import Sequence, Tuple
@@ -16,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from inception.models import winograd
 
 # The convolution's kernel gradient (every plain convolution, or only the 1x1 stride-1 ones), the max pool's.
 OPS = ('conv', 'conv_1x1', 'max_pool')
@@ -94,11 +97,19 @@ def _conv_bwd(strides, pads, residuals, g):
 conv_nhwc.defvjp(_conv_fwd, _conv_bwd)
 
 
-@functools.lru_cache(maxsize=None)  # one function per policy, so models built alike have equal graph definitions
-def make_conv_general_dilated(policy: str):
-  """A drop-in for `lax.conv_general_dilated` (nnx.Conv's `conv_general_dilated`) that uses `conv_nhwc` for a plain
-  NHWC/HWIO convolution (explicit padding, no dilation or groups) where `policy` enables 'conv', or 'conv_1x1' and the
-  kernel is 1x1 with stride 1 and no padding; otherwise XLA's."""
+def _xla_kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Tuple[int, int], pads: Pads) -> jax.Array:
+  """XLA's own kernel gradient of a stride-1 NHWC/HWIO convolution: x [N, H, W, C], g [N, Ho, Wo, O] -> HWIO."""
+  kernel = jax.ShapeDtypeStruct((*kernel_hw, x.shape[3], g.shape[3]), x.dtype)
+  return jax.linear_transpose(lambda k: _xla_conv(x, k, (1, 1), pads), kernel)(g)[0]
+
+
+@functools.lru_cache(maxsize=None)  # one function per policy pair, so models built alike have equal graph definitions
+def make_conv_general_dilated(policy: str, winograd_policy: str = 'never'):
+  """A drop-in for `lax.conv_general_dilated` (nnx.Conv's `conv_general_dilated`) for plain NHWC/HWIO convolutions
+  (explicit padding, no dilation or groups): the 3x3 stride-1 float32 ones on the Winograd kernel where
+  `winograd_policy` (a winograd.POLICIES entry) enables it (winograd.applies), with the kernel gradient `policy`
+  picks; else `conv_nhwc` where `policy` enables 'conv', or 'conv_1x1' and the kernel is 1x1 with stride 1 and no
+  padding; otherwise XLA's."""
 
   def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                            dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
@@ -106,15 +117,27 @@ def make_conv_general_dilated(policy: str):
              and all(d in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
              and dimension_numbers == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
              and precision is None and kwargs.get('out_sharding') is None and 'preferred_element_type' not in kwargs)
-    pointwise = plain and tuple(rhs.shape[:2]) == (1, 1) and all(int(s) == 1 for s in window_strides) and all(
-        int(p) == 0 for pair in padding for p in pair)
-    if not (plain and (enabled(policy, 'conv') or (pointwise and enabled(policy, 'conv_1x1')))):
-      return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                      dimension_numbers, feature_group_count, precision=precision, **kwargs)
-    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
-    return conv_nhwc(lhs, rhs, tuple(int(s) for s in window_strides), pads)
+    if plain:
+      strides, pads = tuple(int(s) for s in window_strides), tuple((int(lo), int(hi)) for lo, hi in padding)
+      if winograd.enabled(winograd_policy) and winograd.applies(lhs, rhs, strides, pads):
+        return winograd.conv3x3(lhs, rhs, _kernel_grad_3x3(policy))
+      pointwise = tuple(rhs.shape[:2]) == (1, 1) and strides == (1, 1) and pads == ((0, 0), (0, 0))
+      if enabled(policy, 'conv') or (pointwise and enabled(policy, 'conv_1x1')):
+        return conv_nhwc(lhs, rhs, strides, pads)
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                    dimension_numbers, feature_group_count, precision=precision, **kwargs)
 
   return conv_general_dilated
+
+
+@functools.lru_cache(maxsize=None)  # one function per policy: the Winograd VJP's static argument
+def _kernel_grad_3x3(policy: str):
+  """(x, g) -> the kernel gradient of a SAME 3x3 stride-1 convolution, computed as `policy` asks (im2col where it
+  enables 'conv', else XLA's)."""
+  pads = ((1, 1), (1, 1))
+  if enabled(policy, 'conv'):
+    return lambda x, g: conv_kernel_grad(x, g, (3, 3, x.shape[3], g.shape[3]), (1, 1), pads)
+  return lambda x, g: _xla_kernel_grad(x, g, (3, 3), pads)
 
 
 def _pooled_hw(xp: jax.Array, window: int, stride: int) -> Tuple[int, int]:

@@ -162,7 +162,7 @@ class GoogLeNet(staged.StagedNet):
                dtype: layers.DTypeLike = 'float32', dropout_rate: float = 0.4,
                aux_dropout_rate: float = 0.7, aux_heads: bool = True, batch_norm: bool = False,
                bn_momentum: float = 0.9, bn_epsilon: float = 1e-3, custom_gradients: str = 'cpu',
-               fuse_1x1: bool = False, rngs: nnx.Rngs):
+               fuse_1x1: bool = False, winograd: str = 'cpu', rngs: nnx.Rngs):
     """Creates all parameters eagerly.
 
     Args:
@@ -181,6 +181,8 @@ class GoogLeNet(staged.StagedNet):
         are the same (cpu_grads.POLICIES).
       fuse_1x1: run each inception block's three 1x1 convolutions that read its input as one (layers.fused_1x1);
         the same parameters and results.
+      winograd: where the 3x3 stride-1 float32 convolutions run on the Winograd kernel (models/winograd.py; 'cpu': on
+        CPU backends where it is built, 'never'); the same parameters, results to float32 rounding.
       rngs: needs a 'params' stream (or a default one) for initialization.
     """
     self.num_classes = num_classes
@@ -190,9 +192,11 @@ class GoogLeNet(staged.StagedNet):
     self.deterministic = False
     if batch_norm:
       conv_block = functools.partial(layers.ConvBNReLU, momentum=bn_momentum, epsilon=bn_epsilon,
-                                     dtype=self.dtype, custom_gradients=custom_gradients, rngs=rngs)
+                                     dtype=self.dtype, custom_gradients=custom_gradients, winograd=winograd,
+                                     rngs=rngs)
     else:
-      conv_block = functools.partial(layers.ConvReLU, dtype=self.dtype, custom_gradients=custom_gradients, rngs=rngs)
+      conv_block = functools.partial(layers.ConvReLU, dtype=self.dtype, custom_gradients=custom_gradients,
+                                     winograd=winograd, rngs=rngs)
     lrn = not batch_norm
 
     self.conv1 = conv_block(3, 64, 7, stride=2, padding=3)
@@ -224,12 +228,12 @@ class GoogLeNet(staged.StagedNet):
 def googlenet(*, num_classes: int, image_size: ImageSize = 224,
               dtype: layers.DTypeLike = 'float32', dropout_rate: float = 0.4,
               aux_dropout_rate: float = 0.7, aux_heads: bool = True, custom_gradients: str = 'cpu',
-              fuse_1x1: bool = False, rngs: nnx.Rngs) -> GoogLeNet:
+              fuse_1x1: bool = False, winograd: str = 'cpu', rngs: nnx.Rngs) -> GoogLeNet:
   """The published GoogLeNet: ReLU convs with bias, LRN in the stem."""
   return GoogLeNet(num_classes=num_classes, image_size=image_size, dtype=dtype,
                    dropout_rate=dropout_rate, aux_dropout_rate=aux_dropout_rate,
                    aux_heads=aux_heads, batch_norm=False, custom_gradients=custom_gradients, fuse_1x1=fuse_1x1,
-                   rngs=rngs)
+                   winograd=winograd, rngs=rngs)
 
 
 # Five stride-2 stages take 32 px to a 1x1 final map; below that the last stages' windows read only padding.
@@ -241,12 +245,13 @@ def googlenet_bn(*, num_classes: int, image_size: ImageSize = 224,
                  dtype: layers.DTypeLike = 'float32', dropout_rate: float = 0.4,
                  aux_dropout_rate: float = 0.7, aux_heads: bool = True,
                  bn_momentum: float = 0.9, bn_epsilon: float = 1e-3, custom_gradients: str = 'cpu',
-                 fuse_1x1: bool = False, rngs: nnx.Rngs) -> GoogLeNet:
+                 fuse_1x1: bool = False, winograd: str = 'cpu', rngs: nnx.Rngs) -> GoogLeNet:
   """GoogLeNet with BatchNorm after every conv (convs without bias) and no LRN."""
   return GoogLeNet(num_classes=num_classes, image_size=image_size, dtype=dtype,
                    dropout_rate=dropout_rate, aux_dropout_rate=aux_dropout_rate,
                    aux_heads=aux_heads, batch_norm=True, bn_momentum=bn_momentum,
-                   bn_epsilon=bn_epsilon, custom_gradients=custom_gradients, fuse_1x1=fuse_1x1, rngs=rngs)
+                   bn_epsilon=bn_epsilon, custom_gradients=custom_gradients, fuse_1x1=fuse_1x1, winograd=winograd,
+                   rngs=rngs)
 
 
 googlenet_bn.min_image_size = 32

@@ -78,10 +78,11 @@ class InceptionResNet(staged.StagedNet):
 
   def __init__(self, variant: str, *, num_classes: int, image_size=299, dtype='float32', dropout_rate: float = 0.2,
                bn_momentum: float = 0.9997, bn_epsilon: float = 1e-3, bn_scale: bool = False,
-               custom_gradients: str = 'cpu', rngs: nnx.Rngs):
+               custom_gradients: str = 'cpu', winograd: str = 'cpu', rngs: nnx.Rngs):
     spec = VARIANTS[variant]
     unit = blocks.setup(self, num_classes=num_classes, image_size=image_size, dtype=dtype, bn_momentum=bn_momentum,
-                        bn_epsilon=bn_epsilon, bn_scale=bn_scale, custom_gradients=custom_gradients, rngs=rngs)
+                        bn_epsilon=bn_epsilon, bn_scale=bn_scale, custom_gradients=custom_gradients,
+                        winograd=winograd, rngs=rngs)
     residual = dict(dtype=self.dtype, custom_gradients=custom_gradients, rngs=rngs)
     self.stem = blocks.Steps(3, spec['stem'], unit, custom_gradients)
     channels, names = self.stem.out_channels, ['stem']
@@ -114,10 +115,10 @@ class InceptionResNet(staged.StagedNet):
 def _factory(variant: str):
   def build(*, num_classes: int, image_size=299, dtype='float32', dropout_rate: float = 0.2,
             bn_momentum: float = 0.9997, bn_epsilon: float = 1e-3, bn_scale: bool = False,
-            custom_gradients: str = 'cpu', rngs: nnx.Rngs) -> InceptionResNet:
+            custom_gradients: str = 'cpu', winograd: str = 'cpu', rngs: nnx.Rngs) -> InceptionResNet:
     return InceptionResNet(variant, num_classes=num_classes, image_size=image_size, dtype=dtype,
                            dropout_rate=dropout_rate, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon,
-                           bn_scale=bn_scale, custom_gradients=custom_gradients, rngs=rngs)
+                           bn_scale=bn_scale, custom_gradients=custom_gradients, winograd=winograd, rngs=rngs)
   build.__doc__ = f'Inception-ResNet-{variant} (module docstring).'
   build.min_image_size = 75
   return build

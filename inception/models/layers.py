@@ -203,16 +203,18 @@ class LocalResponseNorm(nnx.Module):
 
 
 def make_conv(in_channels: int, out_channels: int, kernel: Padding, stride: int, padding: Padding,
-              use_bias: bool, bias_init: float, dtype: DTypeLike, custom_gradients: str, rngs: nnx.Rngs) -> nnx.Conv:
+              use_bias: bool, bias_init: float, dtype: DTypeLike, custom_gradients: str, rngs: nnx.Rngs, *,
+              winograd: str = 'never') -> nnx.Conv:
   """An nnx.Conv (kernel an int or (kh, kw)) with explicit symmetric padding, xavier kernel and float32 parameters;
-  `custom_gradients` (a cpu_grads policy) picks the matrix-product kernel gradient of cpu_grads.conv_nhwc."""
+  `custom_gradients` (a cpu_grads policy) picks the matrix-product kernel gradient of cpu_grads.conv_nhwc, `winograd`
+  (a winograd.POLICIES entry) the Winograd kernel for 3x3 stride-1 convolutions."""
   ph, pw = _pair(padding)
   return nnx.Conv(
       in_channels, out_channels, kernel_size=_pair(kernel), strides=(stride, stride),
       padding=((ph, ph), (pw, pw)), use_bias=use_bias, dtype=canonical_dtype(dtype),
       param_dtype=jnp.float32, kernel_init=xavier_init(),
       bias_init=jax.nn.initializers.constant(bias_init),
-      conv_general_dilated=cpu_grads.make_conv_general_dilated(custom_gradients), rngs=rngs)
+      conv_general_dilated=cpu_grads.make_conv_general_dilated(custom_gradients, winograd), rngs=rngs)
 
 
 class ConvReLU(nnx.Module):
@@ -220,9 +222,9 @@ class ConvReLU(nnx.Module):
 
   def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1,
                padding: Padding = 0, *, bias_init: float = 0.2, dtype: DTypeLike = 'float32',
-               custom_gradients: str = 'never', rngs: nnx.Rngs):
+               custom_gradients: str = 'never', winograd: str = 'never', rngs: nnx.Rngs):
     self.conv = make_conv(in_channels, out_channels, kernel, stride, padding, True, bias_init, dtype,
-                      custom_gradients, rngs)
+                          custom_gradients, rngs, winograd=winograd)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """[B, H, W, C_in] -> [B, H', W', C_out] in the compute dtype."""
@@ -238,11 +240,12 @@ class ConvBNReLU(nnx.Module):
 
   def __init__(self, in_channels: int, out_channels: int, kernel: Padding, stride: int = 1,
                padding: Padding = 0, *, momentum: float = 0.9, epsilon: float = 1e-3, scale: bool = True,
-               dtype: DTypeLike = 'float32', custom_gradients: str = 'never', rngs: nnx.Rngs):
+               dtype: DTypeLike = 'float32', custom_gradients: str = 'never', winograd: str = 'never',
+               rngs: nnx.Rngs):
     """`kernel` and `padding` are ints or (h, w) pairs; `scale=False` leaves BatchNorm without its multiplier (as
     Inception-v3 and Inception-ResNet are built in TF-slim and Keras)."""
     self.conv = make_conv(in_channels, out_channels, kernel, stride, padding, False, 0.0, dtype, custom_gradients,
-                          rngs)
+                          rngs, winograd=winograd)
     # use_fast_variance=False: the two-pass var = E[(x - mean)^2], not E[x^2] - mean^2, which cancels badly when
     # mean >> std (as after a bias-free conv), e.g. in bfloat16.
     self.bn = nnx.BatchNorm(out_channels, momentum=momentum, epsilon=epsilon, use_fast_variance=False, use_scale=scale,

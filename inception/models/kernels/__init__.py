@@ -1,0 +1,2 @@
+"""C++ kernels XLA:CPU lacks, called through XLA's FFI: the Winograd 3x3 convolution (winograd_isa.cc). `build.py`
+compiles them into `_winograd.so` beside the sources (`make install` runs it)."""

@@ -1,0 +1,170 @@
+"""3x3 stride-1 convolutions on CPU as Winograd F(4x4, 3x3): 36 multiplies per 4x4 output tile instead of 144.
+
+XLA:CPU has no Winograd convolution, and written in jax the transforms are slower than its direct one (each stage
+goes through memory; docs/performance.md). The C++ kernel in `kernels/` transforms a block of tiles in cache,
+multiplies and transforms back (`python -m inception.models.kernels.build`, run by `make install`, compiles it). This
+module calls it through XLA's FFI inside jit, partitions it over a device mesh along the batch, and gives it a VJP:
+the input gradient is the same kernel on the output gradient with the kernel flipped and transposed; the kernel
+gradient is the caller's. Results match XLA's convolution to float32 rounding (relative error near 1e-5, like cuDNN's
+and oneDNN's Winograd); tests/models/test_winograd.py checks both directions.
+"""
+import ctypes
+import functools
+import math
+import re
+from pathlib import Path
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax import lax
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding, PartitionSpec
+
+LIBRARY = Path(__file__).resolve().parent / 'kernels' / '_winograd.so'
+TARGET = 'inception_winograd_conv3x3'
+# model.winograd -> where 3x3 stride-1 float32 convolutions use the kernel: 'cpu' on CPU backends, 'never' nowhere.
+POLICIES = ('cpu', 'never')
+LANES = 16  # input and output channels must be multiples of this (the kernel's widest vector)
+
+# G of F(4x4, 3x3): the kernel transform u = G g G^T, [6, 3].
+_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+               [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+_GG = np.kron(_G, _G)  # u[a * 6 + b] = sum over (i, j) of G[a, i] G[b, j] g[i, j]: [36, 9]
+
+
+@functools.lru_cache(maxsize=None)
+def library() -> Optional[ctypes.CDLL]:
+  """The kernel library, its FFI target registered with jax; None (with one log line) where it is not built."""
+  if not LIBRARY.exists():
+    logging.warning('The Winograd kernel is not built (%s): 3x3 convolutions on CPU use XLA\'s, which are slower. '
+                    'Build it with `make install` or `python -m inception.models.kernels.build`.', LIBRARY)
+    return None
+  lib = ctypes.cdll.LoadLibrary(str(LIBRARY))
+  lib.InceptionWinogradIsa.restype = ctypes.c_char_p
+  jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.InceptionWinogradConv3x3), platform='cpu')
+  return lib
+
+
+def isa() -> str:
+  """The instruction set the kernel runs with on this CPU ('avx512', 'avx2', 'generic'), or '' if it is not built."""
+  lib = library()
+  return lib.InceptionWinogradIsa().decode() if lib else ''
+
+
+def enabled(policy: str) -> bool:
+  """Whether `policy` (one of POLICIES) puts 3x3 convolutions on the kernel for the backend being traced for."""
+  if policy not in POLICIES:
+    raise ValueError(f'winograd={policy!r}: use one of {", ".join(POLICIES)}.')
+  return policy == 'cpu' and jax.default_backend() == 'cpu' and library() is not None
+
+
+def applies(x: jax.Array, kernel: jax.Array, strides, pads) -> bool:
+  """Whether the kernel computes this NHWC/HWIO convolution: 3x3, stride 1, padded by 1, float32, and channel counts
+  that are multiples of LANES."""
+  return (tuple(kernel.shape[:2]) == (3, 3) and tuple(strides) == (1, 1) and tuple(map(tuple, pads)) == ((1, 1),
+          (1, 1)) and x.dtype == jnp.float32 and kernel.dtype == jnp.float32 and x.shape[3] % LANES == 0
+          and kernel.shape[3] % LANES == 0)
+
+
+def transform_kernel(kernel: jax.Array) -> jax.Array:
+  """u = G g G^T for every (input, output) channel pair: HWIO [3, 3, C, K] -> [36, C, K]."""
+  # As one product [36, 9] . [9, C * K] with the Kronecker product of G with itself: XLA:CPU runs it near memory
+  # speed, the two-sided einsum 3-4x slower.
+  u = jnp.dot(jnp.asarray(_GG, kernel.dtype), kernel.reshape(9, -1), precision=lax.Precision.HIGHEST)
+  return u.reshape(36, *kernel.shape[2:])
+
+
+def _ffi_conv(x: jax.Array, u: jax.Array) -> jax.Array:
+  """The kernel on one device's arrays: x [N, H, W, C], u [36, C, K] -> [N, H, W, K]."""
+  if library() is None:
+    raise RuntimeError(f'The Winograd kernel is not built ({LIBRARY}): run `make install` or '
+                       '`python -m inception.models.kernels.build`, or set model.winograd=never.')
+  out = jax.ShapeDtypeStruct((*x.shape[:3], u.shape[2]), x.dtype)
+  return jax.ffi.ffi_call(TARGET, out, vmap_method='sequential')(x, u)
+
+
+@custom_partitioning
+def _conv(x: jax.Array, u: jax.Array) -> jax.Array:
+  return _ffi_conv(x, u)
+
+
+def _shardings(mesh, arg_shapes):
+  """Batch split as x is, output channels as u is; rows, columns and input channels whole on every device."""
+  x_spec, u_spec = (tuple(a.sharding.spec) + (None,) * a.ndim for a in arg_shapes)
+  batch, out_channels = x_spec[0], u_spec[2]
+  return (NamedSharding(mesh, PartitionSpec(batch, None, None, out_channels)),
+          (NamedSharding(mesh, PartitionSpec(batch)), NamedSharding(mesh, PartitionSpec(None, None, out_channels))))
+
+
+def _partition(mesh, arg_shapes, result_shape):
+  del result_shape
+  out_sharding, arg_shardings = _shardings(mesh, arg_shapes)
+  return mesh, _ffi_conv, out_sharding, arg_shardings
+
+
+def _infer(mesh, arg_shapes, result_shape):
+  del result_shape
+  return _shardings(mesh, arg_shapes)[0]
+
+
+_conv.def_partition(partition=_partition, infer_sharding_from_operands=_infer,
+                    sharding_rule='n h w c, p c k -> n h w k', need_replication_factors=('h', 'w', 'c', 'p'))
+
+
+KernelGrad = Callable[[jax.Array, jax.Array], jax.Array]  # (x, output gradient) -> kernel gradient [3, 3, C, K]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv3x3(x: jax.Array, kernel: jax.Array, kernel_grad: KernelGrad) -> jax.Array:
+  """SAME 3x3 stride-1 convolution of NHWC float32 `x` with HWIO `kernel` on the Winograd kernel (see `applies`);
+  `kernel_grad` computes the kernel's gradient."""
+  del kernel_grad
+  return _conv(x, transform_kernel(kernel))
+
+
+def _fwd(x, kernel, kernel_grad):
+  return conv3x3(x, kernel, kernel_grad), (x, kernel)
+
+
+def _bwd(kernel_grad, residuals, g):
+  x, kernel = residuals
+  # The input gradient of a SAME stride-1 convolution is the SAME convolution of g with the kernel rotated by 180
+  # degrees and its channel axes swapped.
+  flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))  # [3, 3, K, C]
+  return _conv(g, transform_kernel(flipped)), kernel_grad(x, g).astype(kernel.dtype)
+
+
+conv3x3.defvjp(_fwd, _bwd)
+
+
+def _calls_kernel(jaxpr) -> bool:
+  """Whether a (closed) jaxpr calls the kernel, at any depth."""
+  for eqn in getattr(jaxpr, 'jaxpr', jaxpr).eqns:
+    if eqn.primitive.name == 'ffi_call' and eqn.params.get('target_name') == TARGET:
+      return True
+    if any(_calls_kernel(v) for v in eqn.params.values() if hasattr(getattr(v, 'jaxpr', v), 'eqns')):
+      return True
+  return False
+
+
+def direct_multiply_adds(eqn) -> Optional[int]:
+  """For the jaxpr equation of a traced `conv3x3`: the multiply-adds of the direct convolution it stands for,
+  N * H * W * K * 9 * C (what a model summary counts, whatever computes it); None for any other equation."""
+  if eqn.primitive.name != 'custom_vjp_call' or not _calls_kernel(eqn.params['call_jaxpr']):
+    return None
+  x, kernel = (v.aval.shape for v in eqn.invars[-2:])
+  return math.prod(x[:3]) * math.prod(kernel)
+
+
+# A kernel call in compiled HLO text: its output [N, H, W, K] and transformed kernel [36, C, K] shapes.
+_HLO_CALL = re.compile(r'= f32\[(\d+),(\d+),(\d+),(\d+)\]\{[^}]*\} custom-call\([^)]*\), custom_call_target="'
+                       + TARGET + r'", operand_layout_constraints=\{f32\[[\d,]+\]\{[^}]*\}, f32\[36,(\d+),\d+\]')
+
+
+def direct_flops(hlo_text: str) -> float:
+  """FLOPs of the direct convolutions that the kernel calls in a compiled program stand for (2 * N * H * W * K * 9 *
+  C each). XLA's cost analysis counts a custom call as none, so the benchmark adds these."""
+  return float(sum(2 * 9 * math.prod(int(d) for d in m.groups()) for m in _HLO_CALL.finditer(hlo_text)))

@@ -1,0 +1,178 @@
+"""The Winograd kernel (models/winograd.py, models/kernels/) equals XLA's 3x3 convolution to float32 rounding: forward
+and both gradients, on every instruction-set build this CPU runs, on a batch sharded over devices, and inside the
+published GoogLeNet; it is used only where it applies, and the summary and benchmark count it as the direct
+convolution."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from inception import models
+from inception.models import cpu_grads, summary, winograd
+from inception.models.kernels import build
+
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+PADS = ((1, 1), (1, 1))
+# F(4x4, 3x3) rounds more than a direct convolution: relative errors near 1e-5 of the output's scale (cuDNN's and
+# oneDNN's Winograd are alike); a wrong transform or tile gives errors of order 1.
+RTOL = 5e-5
+
+
+def _require_kernel():
+  if winograd.library() is None:
+    if not build.compiler():
+      pytest.skip('no C++ compiler: the Winograd kernel cannot be built here')
+    pytest.fail(f'{winograd.LIBRARY} is missing: `make install` builds it (python -m inception.models.kernels.build)')
+
+
+def _xla(x, kernel):
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), PADS, dimension_numbers=NHWC)
+
+
+def _xla_kernel_grad(x, g):
+  return cpu_grads._xla_kernel_grad(x, g, (3, 3), PADS)  # pylint: disable=protected-access
+
+
+def _data(shape, c_out, seed=0):
+  rng = np.random.default_rng(seed)
+  x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+  kernel = jnp.asarray(rng.standard_normal((3, 3, shape[3], c_out)) / np.sqrt(9 * shape[3]), jnp.float32)
+  return x, kernel
+
+
+def _close(ours, ref, rtol=RTOL):
+  scale = float(jnp.max(jnp.abs(ref)))
+  assert scale > 0
+  np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=0, atol=rtol * scale)
+
+
+# Odd sizes leave partial 4x4 tiles at the bottom and right; 1 px is a tile of padding but one pixel; a batch of 70
+# 8x8 images is 280 tiles, more than 4 blocks of 64, spread over the thread pool; 80 -> 208 has a partial column block.
+@pytest.mark.parametrize('shape,c_out', [((2, 13, 11, 16), 32), ((1, 1, 1, 32), 16), ((70, 8, 8, 48), 16),
+                                         ((3, 7, 7, 32), 208), ((2, 28, 28, 64), 64)])
+def test_forward_and_gradients_equal_xla(shape, c_out):
+  _require_kernel()
+  x, kernel = _data(shape, c_out)
+  ours = jax.jit(lambda x, k: winograd.conv3x3(x, k, _xla_kernel_grad))
+  _close(ours(x, kernel), jax.jit(_xla)(x, kernel))
+
+  def loss(conv):
+    return lambda x, k: jnp.sum(jnp.sin(conv(x, k)))  # an output gradient that varies
+  grads = jax.jit(jax.grad(loss(lambda x, k: winograd.conv3x3(x, k, _xla_kernel_grad)), argnums=(0, 1)))(x, kernel)
+  ref = jax.jit(jax.grad(loss(_xla), argnums=(0, 1)))(x, kernel)
+  for a, b in zip(grads, ref):
+    _close(a, b)
+
+
+@pytest.mark.parametrize('isa', ['avx512', 'avx2', 'generic'])
+def test_every_instruction_set_build_equals_xla(isa):
+  """Each build, asked for by INCEPTION_WINOGRAD_ISA in a fresh process (the choice is made once per process);
+  builds the CPU cannot run are skipped."""
+  _require_kernel()
+  code = textwrap.dedent('''
+      import jax, jax.numpy as jnp, numpy as np
+      from inception.models import winograd
+      rng = np.random.default_rng(1)
+      x = jnp.asarray(rng.standard_normal((3, 10, 9, 32)), jnp.float32)
+      k = jnp.asarray(rng.standard_normal((3, 3, 32, 80)) / 17, jnp.float32)
+      ours = jax.jit(lambda x, k: winograd.conv3x3(x, k, None))(x, k)
+      ref = jax.lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      print(winograd.isa(), float(jnp.max(jnp.abs(ours - ref)) / jnp.max(jnp.abs(ref))))
+  ''')
+  env = dict(os.environ, INCEPTION_WINOGRAD_ISA=isa, JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True).stdout
+  used, error = out.split()
+  if used != isa:
+    pytest.skip(f'this CPU does not run the {isa} build (it runs {used})')
+  assert float(error) < RTOL
+
+
+def test_batch_sharded_over_devices_stays_sharded():
+  """Under a batch-sharded jit each device convolves its own images: the same result as one device, and no
+  all-gather of the activations in the compiled program."""
+  _require_kernel()
+  devices = jax.devices()[:4]
+  if len(devices) < 2:
+    pytest.skip('needs several devices (tests/conftest.py asks for 4 host devices)')
+  mesh = jax.sharding.Mesh(np.array(devices), ('data',))
+  x, kernel = _data((4 * len(devices), 9, 9, 32), 48)
+  x = jax.device_put(x, NamedSharding(mesh, PartitionSpec('data')))
+  kernel = jax.device_put(kernel, NamedSharding(mesh, PartitionSpec()))
+  fn = jax.jit(lambda x, k: winograd.conv3x3(x, k, _xla_kernel_grad))
+  out = fn(x, kernel)
+  assert out.sharding.spec[0] == 'data'
+  _close(out, _xla(np.asarray(x), np.asarray(kernel)))
+  hlo = fn.lower(x, kernel).compile().as_text()
+  assert winograd.TARGET in hlo and 'all-gather' not in hlo
+
+
+def test_applies_only_to_what_the_kernel_computes():
+  x, kernel = jnp.zeros((1, 8, 8, 16)), jnp.zeros((3, 3, 16, 32))
+  assert winograd.applies(x, kernel, (1, 1), PADS)
+  assert not winograd.applies(x, kernel, (2, 2), PADS)
+  assert not winograd.applies(x, kernel, (1, 1), ((0, 0), (0, 0)))
+  assert not winograd.applies(x, jnp.zeros((5, 5, 16, 32)), (1, 1), ((2, 2), (2, 2)))
+  assert not winograd.applies(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16), (1, 1), PADS)
+  assert not winograd.applies(jnp.zeros((1, 8, 8, 24)), jnp.zeros((3, 3, 24, 32)), (1, 1), PADS)
+  assert not winograd.applies(x, jnp.zeros((3, 3, 16, 40)), (1, 1), PADS)
+  with pytest.raises(ValueError, match="winograd='gpu': use one of cpu, never"):
+    winograd.enabled('gpu')
+
+
+def _googlenet(policy):
+  return models.build({'name': 'googlenet', 'winograd': policy}, num_classes=5, image_size=64,
+                      rngs=nnx.Rngs(params=0))
+
+
+def _winograd_layers(jaxpr) -> int:
+  """How many Winograd convolutions a (closed) jaxpr traces, at any depth."""
+  count = 0
+  for eqn in getattr(jaxpr, 'jaxpr', jaxpr).eqns:
+    if winograd.direct_multiply_adds(eqn) is not None:
+      count += 1
+    else:
+      count += sum(_winograd_layers(v) for v in eqn.params.values() if hasattr(getattr(v, 'jaxpr', v), 'eqns'))
+  return count
+
+
+def test_googlenet_runs_its_3x3_convolutions_on_the_kernel():
+  """The published net with winograd='cpu' calls the kernel in each of its 10 3x3 layers and gives XLA's loss and
+  gradients to float32 rounding (the same init seed, the same dropout draws); with 'never' it does not call it."""
+  _require_kernel()
+  images = jnp.asarray(np.random.default_rng(2).standard_normal((2, 64, 64, 3)), jnp.float32)
+  results = {}
+  for policy in ('cpu', 'never'):
+    model = _googlenet(policy)
+    model.train()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(params):
+      logits, aux = nnx.merge(graphdef, params, rest, copy=True)(images, rngs=nnx.Rngs(dropout=0))
+      return jnp.sum(logits ** 2) + sum(jnp.sum(a ** 2) for a in aux)
+
+    results[policy] = jax.jit(jax.value_and_grad(loss))(params), _winograd_layers(jax.make_jaxpr(loss)(params))
+  ((loss_a, grad_a), layers_a), ((loss_b, grad_b), layers_b) = results['cpu'], results['never']
+  assert (layers_a, layers_b) == (10, 0)
+  np.testing.assert_allclose(loss_a, loss_b, rtol=1e-4)
+  flat_a, flat_b = jax.tree.leaves(grad_a), jax.tree.leaves(grad_b)
+  assert len(flat_a) == len(flat_b) > 50
+  for a, b in zip(flat_a, flat_b):
+    _close(a, b, rtol=1e-3)  # errors of 10 layers compound
+
+
+def test_summary_and_benchmark_count_the_direct_convolution():
+  """The model summary counts a Winograd layer as its direct convolution's multiply-adds (the paper's totals do
+  not depend on the kernel), and direct_flops reads the same from the compiled program."""
+  _require_kernel()
+  build_net = lambda policy: nnx.eval_shape(lambda: _googlenet(policy))  # noqa: E731
+  assert summary.summarize(build_net('cpu'), 64)[1] == summary.summarize(build_net('never'), 64)[1]
+  x, kernel = jnp.zeros((2, 8, 8, 16)), jnp.zeros((3, 3, 16, 32))
+  hlo = jax.jit(lambda x, k: winograd.conv3x3(x, k, None)).lower(x, kernel).compile().as_text()
+  assert winograd.direct_flops(hlo) == 2 * 2 * 8 * 8 * 32 * 9 * 16
