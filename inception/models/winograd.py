@@ -44,6 +44,7 @@ def library() -> Optional[ctypes.CDLL]:
     return None
   lib = ctypes.cdll.LoadLibrary(str(LIBRARY))
   lib.InceptionWinogradIsa.restype = ctypes.c_char_p
+  lib.InceptionWinogradColumnBlock.restype = ctypes.c_int
   jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.InceptionWinogradConv3x3), platform='cpu')
   return lib
 
@@ -69,49 +70,62 @@ def applies(x: jax.Array, kernel: jax.Array, strides, pads) -> bool:
           and kernel.shape[3] % LANES == 0)
 
 
-def transform_kernel(kernel: jax.Array) -> jax.Array:
-  """u = G g G^T for every (input, output) channel pair: HWIO [3, 3, C, K] -> [36, C, K]."""
+def transform_kernel(kernel: jax.Array, column_block: int) -> jax.Array:
+  """u = G g G^T for every (input, output) channel pair, HWIO [3, 3, C, K] -> [36, C, K], laid out as the kernel
+  reads it: cut into blocks of `column_block` output channels, each [36, C, width] contiguous; flat [36 * C * K]."""
+  c, k = kernel.shape[2:]
   # As one product [36, 9] . [9, C * K] with the Kronecker product of G with itself: XLA:CPU runs it near memory
   # speed, the two-sided einsum 3-4x slower.
   u = jnp.dot(jnp.asarray(_GG, kernel.dtype), kernel.reshape(9, -1), precision=lax.Precision.HIGHEST)
-  return u.reshape(36, *kernel.shape[2:])
+  u = u.reshape(36, c, k)
+  return jnp.concatenate([u[:, :, k0:k0 + column_block].reshape(-1) for k0 in range(0, k, column_block)])
 
 
-def _ffi_conv(x: jax.Array, u: jax.Array) -> jax.Array:
-  """The kernel on one device's arrays: x [N, H, W, C], u [36, C, K] -> [N, H, W, K]."""
-  if library() is None:
+def _transformed(kernel: jax.Array) -> jax.Array:
+  lib = _require_library()
+  return transform_kernel(kernel, lib.InceptionWinogradColumnBlock())
+
+
+def _require_library() -> ctypes.CDLL:
+  lib = library()
+  if lib is None:
     raise RuntimeError(f'The Winograd kernel is not built ({LIBRARY}): run `make install` or '
                        '`python -m inception.models.kernels.build`, or set model.winograd=never.')
-  out = jax.ShapeDtypeStruct((*x.shape[:3], u.shape[2]), x.dtype)
+  return lib
+
+
+def _ffi_conv(x: jax.Array, u: jax.Array, out_channels: int) -> jax.Array:
+  """The kernel on one device's arrays: x [N, H, W, C], u [36 * C * K] (transform_kernel) -> [N, H, W, K]."""
+  _require_library()
+  out = jax.ShapeDtypeStruct((*x.shape[:3], out_channels), x.dtype)
   return jax.ffi.ffi_call(TARGET, out, vmap_method='sequential')(x, u)
 
 
-@custom_partitioning
-def _conv(x: jax.Array, u: jax.Array) -> jax.Array:
-  return _ffi_conv(x, u)
+@functools.partial(custom_partitioning, static_argnums=(2,))
+def _conv(x: jax.Array, u: jax.Array, out_channels: int) -> jax.Array:
+  return _ffi_conv(x, u, out_channels)
 
 
 def _shardings(mesh, arg_shapes):
-  """Batch split as x is, output channels as u is; rows, columns and input channels whole on every device."""
-  x_spec, u_spec = (tuple(a.sharding.spec) + (None,) * a.ndim for a in arg_shapes)
-  batch, out_channels = x_spec[0], u_spec[2]
-  return (NamedSharding(mesh, PartitionSpec(batch, None, None, out_channels)),
-          (NamedSharding(mesh, PartitionSpec(batch)), NamedSharding(mesh, PartitionSpec(None, None, out_channels))))
+  """The batch split as x's is; rows, columns, channels and the transformed kernel whole on every device."""
+  batch = (tuple(arg_shapes[0].sharding.spec) + (None,))[0]
+  return (NamedSharding(mesh, PartitionSpec(batch)),
+          (NamedSharding(mesh, PartitionSpec(batch)), NamedSharding(mesh, PartitionSpec())))
 
 
-def _partition(mesh, arg_shapes, result_shape):
+def _partition(out_channels, mesh, arg_shapes, result_shape):
   del result_shape
   out_sharding, arg_shardings = _shardings(mesh, arg_shapes)
-  return mesh, _ffi_conv, out_sharding, arg_shardings
+  return mesh, lambda x, u: _ffi_conv(x, u, out_channels), out_sharding, arg_shardings
 
 
-def _infer(mesh, arg_shapes, result_shape):
-  del result_shape
+def _infer(out_channels, mesh, arg_shapes, result_shape):
+  del out_channels, result_shape
   return _shardings(mesh, arg_shapes)[0]
 
 
 _conv.def_partition(partition=_partition, infer_sharding_from_operands=_infer,
-                    sharding_rule='n h w c, p c k -> n h w k', need_replication_factors=('h', 'w', 'c', 'p'))
+                    sharding_rule='n h w c, q -> n h w k', need_replication_factors=('h', 'w', 'c', 'q', 'k'))
 
 
 KernelGrad = Callable[[jax.Array, jax.Array], jax.Array]  # (x, output gradient) -> kernel gradient [3, 3, C, K]
@@ -122,7 +136,7 @@ def conv3x3(x: jax.Array, kernel: jax.Array, kernel_grad: KernelGrad) -> jax.Arr
   """SAME 3x3 stride-1 convolution of NHWC float32 `x` with HWIO `kernel` on the Winograd kernel (see `applies`);
   `kernel_grad` computes the kernel's gradient."""
   del kernel_grad
-  return _conv(x, transform_kernel(kernel))
+  return _conv(x, _transformed(kernel), kernel.shape[3])
 
 
 def _fwd(x, kernel, kernel_grad):
@@ -134,7 +148,7 @@ def _bwd(kernel_grad, residuals, g):
   # The input gradient of a SAME stride-1 convolution is the SAME convolution of g with the kernel rotated by 180
   # degrees and its channel axes swapped.
   flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))  # [3, 3, K, C]
-  return _conv(g, transform_kernel(flipped)), kernel_grad(x, g).astype(kernel.dtype)
+  return _conv(g, _transformed(flipped), flipped.shape[3]), kernel_grad(x, g).astype(kernel.dtype)
 
 
 conv3x3.defvjp(_fwd, _bwd)
@@ -159,12 +173,13 @@ def direct_multiply_adds(eqn) -> Optional[int]:
   return math.prod(x[:3]) * math.prod(kernel)
 
 
-# A kernel call in compiled HLO text: its output [N, H, W, K] and transformed kernel [36, C, K] shapes.
-_HLO_CALL = re.compile(r'= f32\[(\d+),(\d+),(\d+),(\d+)\]\{[^}]*\} custom-call\([^)]*\), custom_call_target="'
-                       + TARGET + r'", operand_layout_constraints=\{f32\[[\d,]+\]\{[^}]*\}, f32\[36,(\d+),\d+\]')
+# A kernel call in compiled HLO text: its output [N, H, W, K] and the length of its transformed kernel, 36 * C * K.
+_HLO_CALL = re.compile(r'= f32\[(\d+),(\d+),(\d+),\d+\]\{[^}]*\} custom-call\([^)]*\), custom_call_target="' + TARGET
+                       + r'", operand_layout_constraints=\{f32\[[\d,]+\]\{[^}]*\}, f32\[(\d+)\]')
 
 
 def direct_flops(hlo_text: str) -> float:
   """FLOPs of the direct convolutions that the kernel calls in a compiled program stand for (2 * N * H * W * K * 9 *
   C each). XLA's cost analysis counts a custom call as none, so the benchmark adds these."""
-  return float(sum(2 * 9 * math.prod(int(d) for d in m.groups()) for m in _HLO_CALL.finditer(hlo_text)))
+  # 2 * N * H * W * K * 9 * C = N * H * W * (36 * C * K) / 2.
+  return float(sum(math.prod(int(d) for d in m.groups()) / 2 for m in _HLO_CALL.finditer(hlo_text)))

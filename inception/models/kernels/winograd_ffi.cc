@@ -84,11 +84,11 @@ void Work(Job& job) {
 ffi::Error Conv3x3(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> u,
                    ffi::ResultBuffer<ffi::F32> y) {
   const auto xd = x.dimensions(), ud = u.dimensions(), yd = y->dimensions();
-  if (xd.size() != 4 || ud.size() != 3 || yd.size() != 4 || ud[0] != 36 || ud[1] != xd[3] || yd[0] != xd[0] ||
-      yd[1] != xd[1] || yd[2] != xd[2] || yd[3] != ud[2])
+  if (xd.size() != 4 || ud.size() != 1 || yd.size() != 4 || yd[0] != xd[0] || yd[1] != xd[1] || yd[2] != xd[2] ||
+      ud[0] != 36 * xd[3] * yd[3])
     return ffi::Error::InvalidArgument(
-        "inception_winograd_conv3x3 takes x [n, h, w, c], u [36, c, k] and gives y [n, h, w, k]");
-  const Geometry g{xd[0], xd[1], xd[2], xd[3], ud[2]};
+        "inception_winograd_conv3x3 takes x [n, h, w, c] and u [36 * c * k] (winograd_api.h) and gives y [n, h, w, k]");
+  const Geometry g{xd[0], xd[1], xd[2], xd[3], yd[3]};
   if (g.c % 16 || g.k % 16)
     return ffi::Error::InvalidArgument("inception_winograd_conv3x3 needs channel counts that are multiples of 16, got " +
                                        std::to_string(g.c) + " -> " + std::to_string(g.k));
@@ -115,6 +115,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(InceptionWinogradConv3x3, inception_winograd::Conv
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+// The output channels per block of the transformed kernel's layout (winograd_api.h), for the caller that lays it out.
+extern "C" int InceptionWinogradColumnBlock() { return static_cast<int>(inception_winograd::kColumnBlock); }
 
 // The instruction set the handler uses on this CPU, for logs and tests.
 extern "C" const char* InceptionWinogradIsa() { return inception_winograd::Chosen().name; }

@@ -2,7 +2,7 @@
 // Networks", 2015), built once per instruction set: compile with -DWINO_ISA=avx512|avx2|generic and the matching
 // -march. Per block of 64 output tiles: the 6x6 input patches are transformed (B^T d B) into 36 matrices
 // [tiles, c] that stay in cache, multiplied by the 36 transformed kernel matrices [c, k] (u = G g G^T, computed by
-// the caller), and the 36 products transformed back (A^T m A) into 4x4 output pixels. That is 36 multiplies per 16
+// the caller, laid out as winograd_api.h says), and the 36 products transformed back (A^T m A) into 4x4 output pixels. That is 36 multiplies per 16
 // outputs instead of 144, which is where the speed comes from; channels go along the vector lanes.
 #include "winograd_api.h"
 
@@ -148,8 +148,8 @@ void RunTilesImpl(const float* x, const float* u, float* y, const Geometry& g, i
   for (int64_t k0 = 0; k0 < k; k0 += kColumnBlock) {
     const int64_t cols = Min(kColumnBlock, k - k0);
     for (int p = 0; p < 36; ++p)
-      Product(v + p * tiles * c, c, u + p * c * k + k0, k, m + p * tiles * kColumnBlock, kColumnBlock, tiles, cols,
-              c);
+      Product(v + p * tiles * c, c, u + 36 * c * k0 + p * c * cols, cols, m + p * tiles * kColumnBlock, kColumnBlock,
+              tiles, cols, c);
     for (int64_t i = 0; i < tiles; ++i) {
       const int64_t t = t0 + i, n = t / (th * tw), ty = (t / tw) % th * 4, tx = t % tw * 4;
       for (int64_t j = 0; j < cols; j += kLanes) {
