@@ -120,7 +120,7 @@ def make_conv_general_dilated(policy: str, winograd_policy: str = 'never'):
     if plain:
       strides, pads = tuple(int(s) for s in window_strides), tuple((int(lo), int(hi)) for lo, hi in padding)
       if winograd.enabled(winograd_policy) and winograd.applies(lhs, rhs, strides, pads):
-        return winograd.conv3x3(lhs, rhs, _kernel_grad_3x3(policy))
+        return winograd.conv(lhs, rhs, _same_kernel_grad(policy, rhs.shape[0]))
       pointwise = tuple(rhs.shape[:2]) == (1, 1) and strides == (1, 1) and pads == ((0, 0), (0, 0))
       if enabled(policy, 'conv') or (pointwise and enabled(policy, 'conv_1x1')):
         return conv_nhwc(lhs, rhs, strides, pads)
@@ -130,14 +130,15 @@ def make_conv_general_dilated(policy: str, winograd_policy: str = 'never'):
   return conv_general_dilated
 
 
-@functools.lru_cache(maxsize=None)  # one function per policy: the Winograd VJP's static argument
-def _kernel_grad_3x3(policy: str):
-  """(x, g) -> the kernel gradient of a SAME 3x3 stride-1 convolution, computed as `policy` asks (im2col where it
-  enables 'conv', else XLA's)."""
-  pads = ((1, 1), (1, 1))
+@functools.lru_cache(maxsize=None)  # one function per policy and size: the Winograd VJP's static argument
+def _same_kernel_grad(policy: str, size: int):
+  """(x, g) -> the kernel gradient of a SAME size x size stride-1 convolution, computed as `policy` asks (im2col
+  where it enables 'conv', else XLA's)."""
+  pad = (size - 1) // 2
+  pads = ((pad, pad), (pad, pad))
   if enabled(policy, 'conv'):
-    return lambda x, g: conv_kernel_grad(x, g, (3, 3, x.shape[3], g.shape[3]), (1, 1), pads)
-  return lambda x, g: _xla_kernel_grad(x, g, (3, 3), pads)
+    return lambda x, g: conv_kernel_grad(x, g, (size, size, x.shape[3], g.shape[3]), (1, 1), pads)
+  return lambda x, g: _xla_kernel_grad(x, g, (size, size), pads)
 
 
 def _pooled_hw(xp: jax.Array, window: int, stride: int) -> Tuple[int, int]:

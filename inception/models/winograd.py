@@ -1,4 +1,5 @@
-"""3x3 stride-1 convolutions on CPU as Winograd F(4x4, 3x3): 36 multiplies per 4x4 output tile instead of 144.
+"""3x3 and 5x5 stride-1 convolutions on CPU as Winograd F(4x4, 3x3) and F(2x2, 5x5): 36 multiplies per 4x4 output
+tile instead of 144, per 2x2 tile instead of 100.
 
 XLA:CPU has no Winograd convolution, and written in jax the transforms are slower than its direct one (each stage
 goes through memory; docs/performance.md). The C++ kernel in `kernels/` transforms a block of tiles in cache,
@@ -24,28 +25,37 @@ from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
 
 LIBRARY = Path(__file__).resolve().parent / 'kernels' / '_winograd.so'
-TARGET = 'inception_winograd_conv3x3'
-# model.winograd -> where 3x3 stride-1 float32 convolutions use the kernel: 'cpu' on CPU backends, 'never' nowhere.
+TARGET = 'inception_winograd_conv'
+# model.winograd -> where 3x3 and 5x5 stride-1 float32 convolutions use the kernel: 'cpu' on CPU backends, 'never'.
 POLICIES = ('cpu', 'never')
+KERNEL_SIZES = (3, 5)
 LANES = 16  # input and output channels must be multiples of this (the kernel's widest vector)
+POINTS = (0, 1, -1, 2, -2)  # the interpolation points of both transforms, and infinity (kernels/winograd_isa.cc)
 
-# G of F(4x4, 3x3): the kernel transform u = G g G^T, [6, 3].
-_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
-               [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
-_GG = np.kron(_G, _G)  # u[a * 6 + b] = sum over (i, j) of G[a, i] G[b, j] g[i, j]: [36, 9]
+
+def _kernel_transform(r: int) -> np.ndarray:
+  """G of F(6 - r + 1, r) by Toom-Cook over POINTS (Lavin and Gray): row j is p_j^k / prod over l != j of (p_j - p_l),
+  the last row (infinity) picks the kernel's last tap. [6, r]."""
+  rows = [[p ** k / np.prod([p - q for q in POINTS if q != p]) for k in range(r)] for p in POINTS]
+  return np.array(rows + [[0] * (r - 1) + [1]], np.float64)
+
+
+# u[a * 6 + b] = sum over (i, j) of G[a, i] G[b, j] g[i, j]: [36, r * r] per kernel size.
+_GG = {r: np.kron(_kernel_transform(r), _kernel_transform(r)) for r in KERNEL_SIZES}
 
 
 @functools.lru_cache(maxsize=None)
 def library() -> Optional[ctypes.CDLL]:
   """The kernel library, its FFI target registered with jax; None (with one log line) where it is not built."""
   if not LIBRARY.exists():
-    logging.warning('The Winograd kernel is not built (%s): 3x3 convolutions on CPU use XLA\'s, which are slower. '
+    logging.warning('The Winograd kernel is not built (%s): 3x3 and 5x5 convolutions on CPU use XLA\'s, which are '
+                    'slower. '
                     'Build it with `make install` or `python -m inception.models.kernels.build`.', LIBRARY)
     return None
   lib = ctypes.cdll.LoadLibrary(str(LIBRARY))
   lib.InceptionWinogradIsa.restype = ctypes.c_char_p
   lib.InceptionWinogradColumnBlock.restype = ctypes.c_int
-  jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.InceptionWinogradConv3x3), platform='cpu')
+  jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.InceptionWinogradConv), platform='cpu')
   return lib
 
 
@@ -56,27 +66,30 @@ def isa() -> str:
 
 
 def enabled(policy: str) -> bool:
-  """Whether `policy` (one of POLICIES) puts 3x3 convolutions on the kernel for the backend being traced for."""
+  """Whether `policy` (one of POLICIES) puts 3x3 and 5x5 convolutions on the kernel for the backend being traced
+  for."""
   if policy not in POLICIES:
     raise ValueError(f'winograd={policy!r}: use one of {", ".join(POLICIES)}.')
   return policy == 'cpu' and jax.default_backend() == 'cpu' and library() is not None
 
 
 def applies(x: jax.Array, kernel: jax.Array, strides, pads) -> bool:
-  """Whether the kernel computes this NHWC/HWIO convolution: 3x3, stride 1, padded by 1, float32, and channel counts
-  that are multiples of LANES."""
-  return (tuple(kernel.shape[:2]) == (3, 3) and tuple(strides) == (1, 1) and tuple(map(tuple, pads)) == ((1, 1),
-          (1, 1)) and x.dtype == jnp.float32 and kernel.dtype == jnp.float32 and x.shape[3] % LANES == 0
-          and kernel.shape[3] % LANES == 0)
+  """Whether the kernel computes this NHWC/HWIO convolution: 3x3 or 5x5, stride 1, SAME padding ((r - 1) / 2 on
+  every side), float32, and channel counts that are multiples of LANES."""
+  r = kernel.shape[0]
+  p = (r - 1) // 2
+  return (r in KERNEL_SIZES and kernel.shape[1] == r and tuple(strides) == (1, 1)
+          and tuple(map(tuple, pads)) == ((p, p), (p, p)) and x.dtype == jnp.float32 and kernel.dtype == jnp.float32
+          and x.shape[3] % LANES == 0 and kernel.shape[3] % LANES == 0)
 
 
 def transform_kernel(kernel: jax.Array, column_block: int) -> jax.Array:
-  """u = G g G^T for every (input, output) channel pair, HWIO [3, 3, C, K] -> [36, C, K], laid out as the kernel
+  """u = G g G^T for every (input, output) channel pair, HWIO [r, r, C, K] -> [36, C, K], laid out as the kernel
   reads it: cut into blocks of `column_block` output channels, each [36, C, width] contiguous; flat [36 * C * K]."""
-  c, k = kernel.shape[2:]
-  # As one product [36, 9] . [9, C * K] with the Kronecker product of G with itself: XLA:CPU runs it near memory
-  # speed, the two-sided einsum 3-4x slower.
-  u = jnp.dot(jnp.asarray(_GG, kernel.dtype), kernel.reshape(9, -1), precision=lax.Precision.HIGHEST)
+  r, _, c, k = kernel.shape
+  # As one product [36, r * r] . [r * r, C * K] with the Kronecker product of G with itself: XLA:CPU runs it near
+  # memory speed, the two-sided einsum 3-4x slower.
+  u = jnp.dot(jnp.asarray(_GG[r], kernel.dtype), kernel.reshape(r * r, -1), precision=lax.Precision.HIGHEST)
   u = u.reshape(36, c, k)
   return jnp.concatenate([u[:, :, k0:k0 + column_block].reshape(-1) for k0 in range(0, k, column_block)])
 
@@ -94,16 +107,16 @@ def _require_library() -> ctypes.CDLL:
   return lib
 
 
-def _ffi_conv(x: jax.Array, u: jax.Array, out_channels: int) -> jax.Array:
+def _ffi_conv(x: jax.Array, u: jax.Array, out_channels: int, kernel_size: int) -> jax.Array:
   """The kernel on one device's arrays: x [N, H, W, C], u [36 * C * K] (transform_kernel) -> [N, H, W, K]."""
   _require_library()
   out = jax.ShapeDtypeStruct((*x.shape[:3], out_channels), x.dtype)
-  return jax.ffi.ffi_call(TARGET, out, vmap_method='sequential')(x, u)
+  return jax.ffi.ffi_call(TARGET, out, vmap_method='sequential')(x, u, kernel_size=np.int64(kernel_size))
 
 
-@functools.partial(custom_partitioning, static_argnums=(2,))
-def _conv(x: jax.Array, u: jax.Array, out_channels: int) -> jax.Array:
-  return _ffi_conv(x, u, out_channels)
+@functools.partial(custom_partitioning, static_argnums=(2, 3))
+def _conv(x: jax.Array, u: jax.Array, out_channels: int, kernel_size: int) -> jax.Array:
+  return _ffi_conv(x, u, out_channels, kernel_size)
 
 
 def _shardings(mesh, arg_shapes):
@@ -113,14 +126,14 @@ def _shardings(mesh, arg_shapes):
           (NamedSharding(mesh, PartitionSpec(batch)), NamedSharding(mesh, PartitionSpec())))
 
 
-def _partition(out_channels, mesh, arg_shapes, result_shape):
+def _partition(out_channels, kernel_size, mesh, arg_shapes, result_shape):
   del result_shape
   out_sharding, arg_shardings = _shardings(mesh, arg_shapes)
-  return mesh, lambda x, u: _ffi_conv(x, u, out_channels), out_sharding, arg_shardings
+  return mesh, lambda x, u: _ffi_conv(x, u, out_channels, kernel_size), out_sharding, arg_shardings
 
 
-def _infer(out_channels, mesh, arg_shapes, result_shape):
-  del out_channels, result_shape
+def _infer(out_channels, kernel_size, mesh, arg_shapes, result_shape):
+  del out_channels, kernel_size, result_shape
   return _shardings(mesh, arg_shapes)[0]
 
 
@@ -128,30 +141,31 @@ _conv.def_partition(partition=_partition, infer_sharding_from_operands=_infer,
                     sharding_rule='n h w c, q -> n h w k', need_replication_factors=('h', 'w', 'c', 'q', 'k'))
 
 
-KernelGrad = Callable[[jax.Array, jax.Array], jax.Array]  # (x, output gradient) -> kernel gradient [3, 3, C, K]
+KernelGrad = Callable[[jax.Array, jax.Array], jax.Array]  # (x, output gradient) -> kernel gradient [r, r, C, K]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv3x3(x: jax.Array, kernel: jax.Array, kernel_grad: KernelGrad) -> jax.Array:
-  """SAME 3x3 stride-1 convolution of NHWC float32 `x` with HWIO `kernel` on the Winograd kernel (see `applies`);
-  `kernel_grad` computes the kernel's gradient."""
+def conv(x: jax.Array, kernel: jax.Array, kernel_grad: KernelGrad) -> jax.Array:
+  """SAME stride-1 convolution of NHWC float32 `x` with an HWIO 3x3 or 5x5 `kernel` on the Winograd kernel (see
+  `applies`); `kernel_grad` computes the kernel's gradient."""
   del kernel_grad
-  return _conv(x, _transformed(kernel), kernel.shape[3])
+  return _conv(x, _transformed(kernel), kernel.shape[3], kernel.shape[0])
 
 
 def _fwd(x, kernel, kernel_grad):
-  return conv3x3(x, kernel, kernel_grad), (x, kernel)
+  return conv(x, kernel, kernel_grad), (x, kernel)
 
 
 def _bwd(kernel_grad, residuals, g):
   x, kernel = residuals
   # The input gradient of a SAME stride-1 convolution is the SAME convolution of g with the kernel rotated by 180
   # degrees and its channel axes swapped.
-  flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))  # [3, 3, K, C]
-  return _conv(g, _transformed(flipped), flipped.shape[3]), kernel_grad(x, g).astype(kernel.dtype)
+  flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))  # [r, r, K, C]
+  return (_conv(g, _transformed(flipped), flipped.shape[3], flipped.shape[0]),
+          kernel_grad(x, g).astype(kernel.dtype))
 
 
-conv3x3.defvjp(_fwd, _bwd)
+conv.defvjp(_fwd, _bwd)
 
 
 def _calls_kernel(jaxpr) -> bool:
@@ -165,21 +179,26 @@ def _calls_kernel(jaxpr) -> bool:
 
 
 def direct_multiply_adds(eqn) -> Optional[int]:
-  """For the jaxpr equation of a traced `conv3x3`: the multiply-adds of the direct convolution it stands for,
-  N * H * W * K * 9 * C (what a model summary counts, whatever computes it); None for any other equation."""
+  """For the jaxpr equation of a traced `conv`: the multiply-adds of the direct convolution it stands for,
+  N * H * W * K * r * r * C (what a model summary counts, whatever computes it); None for any other equation."""
   if eqn.primitive.name != 'custom_vjp_call' or not _calls_kernel(eqn.params['call_jaxpr']):
     return None
   x, kernel = (v.aval.shape for v in eqn.invars[-2:])
   return math.prod(x[:3]) * math.prod(kernel)
 
 
-# A kernel call in compiled HLO text: its output [N, H, W, K] and the length of its transformed kernel, 36 * C * K.
+# A kernel call in compiled HLO text: its output [N, H, W, K], the length of its transformed kernel (36 * C * K) and
+# its kernel size r.
 _HLO_CALL = re.compile(r'= f32\[(\d+),(\d+),(\d+),\d+\]\{[^}]*\} custom-call\([^)]*\), custom_call_target="' + TARGET
-                       + r'", operand_layout_constraints=\{f32\[[\d,]+\]\{[^}]*\}, f32\[(\d+)\]')
+                       + r'", operand_layout_constraints=\{f32\[[\d,]+\]\{[^}]*\}, f32\[(\d+)\][^\n]*?'
+                       r'backend_config=\{kernel_size = (\d+) : i64\}')
 
 
 def direct_flops(hlo_text: str) -> float:
-  """FLOPs of the direct convolutions that the kernel calls in a compiled program stand for (2 * N * H * W * K * 9 *
-  C each). XLA's cost analysis counts a custom call as none, so the benchmark adds these."""
-  # 2 * N * H * W * K * 9 * C = N * H * W * (36 * C * K) / 2.
-  return float(sum(math.prod(int(d) for d in m.groups()) / 2 for m in _HLO_CALL.finditer(hlo_text)))
+  """FLOPs of the direct convolutions that the kernel calls in a compiled program stand for (2 * N * H * W * K * r *
+  r * C each). XLA's cost analysis counts a custom call as none, so the benchmark adds these."""
+  total = 0
+  for match in _HLO_CALL.finditer(hlo_text):
+    n, h, w, transformed, r = map(int, match.groups())
+    total += 2 * n * h * w * (transformed // 36) * r * r  # transformed // 36 = C * K
+  return float(total)

@@ -1,4 +1,5 @@
-"""The Winograd kernel (models/winograd.py, models/kernels/) equals XLA's 3x3 convolution to float32 rounding: forward
+"""The Winograd kernel (models/winograd.py, models/kernels/) equals XLA's 3x3 and 5x5 convolutions to float32 rounding:
+forward
 and both gradients, on every instruction-set build this CPU runs, on a batch sharded over devices, and inside the
 published GoogLeNet; it is used only where it applies, and the summary and benchmark count it as the direct
 convolution."""
@@ -19,7 +20,7 @@ from inception.models import cpu_grads, summary, winograd
 from inception.models.kernels import build
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
-PADS = ((1, 1), (1, 1))
+PADS = ((1, 1), (1, 1))  # a 3x3 kernel's SAME padding
 # F(4x4, 3x3) rounds more than a direct convolution: relative errors near 1e-5 of the output's scale (cuDNN's and
 # oneDNN's Winograd are alike); a wrong transform or tile gives errors of order 1.
 RTOL = 5e-5
@@ -32,18 +33,22 @@ def _require_kernel():
     pytest.fail(f'{winograd.LIBRARY} is missing: `make install` builds it (python -m inception.models.kernels.build)')
 
 
+def _same(r):
+  return (((r - 1) // 2,) * 2,) * 2
+
+
 def _xla(x, kernel):
-  return jax.lax.conv_general_dilated(x, kernel, (1, 1), PADS, dimension_numbers=NHWC)
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), _same(kernel.shape[0]), dimension_numbers=NHWC)
 
 
-def _xla_kernel_grad(x, g):
-  return cpu_grads._xla_kernel_grad(x, g, (3, 3), PADS)  # pylint: disable=protected-access
+def _kernel_grad(r):
+  return lambda x, g: cpu_grads._xla_kernel_grad(x, g, (r, r), _same(r))  # pylint: disable=protected-access
 
 
-def _data(shape, c_out, seed=0):
+def _data(shape, c_out, r=3, seed=0):
   rng = np.random.default_rng(seed)
   x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
-  kernel = jnp.asarray(rng.standard_normal((3, 3, shape[3], c_out)) / np.sqrt(9 * shape[3]), jnp.float32)
+  kernel = jnp.asarray(rng.standard_normal((r, r, shape[3], c_out)) / np.sqrt(r * r * shape[3]), jnp.float32)
   return x, kernel
 
 
@@ -53,19 +58,21 @@ def _close(ours, ref, rtol=RTOL):
   np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=0, atol=rtol * scale)
 
 
-# Odd sizes leave partial 4x4 tiles at the bottom and right; 1 px is a tile of padding but one pixel; a batch of 70
-# 8x8 images is 280 tiles, more than 4 blocks of 64, spread over the thread pool; 80 -> 208 has a partial column block.
+# Odd sizes leave partial output tiles at the bottom and right; 1 px is a tile of padding but one pixel; a batch of
+# 70 8x8 images is 280 4x4 tiles, more than 4 blocks of 64, spread over the thread pool; 32 -> 208 has a partial
+# column block.
+@pytest.mark.parametrize('r', [3, 5])
 @pytest.mark.parametrize('shape,c_out', [((2, 13, 11, 16), 32), ((1, 1, 1, 32), 16), ((70, 8, 8, 48), 16),
                                          ((3, 7, 7, 32), 208), ((2, 28, 28, 64), 64)])
-def test_forward_and_gradients_equal_xla(shape, c_out):
+def test_forward_and_gradients_equal_xla(shape, c_out, r):
   _require_kernel()
-  x, kernel = _data(shape, c_out)
-  ours = jax.jit(lambda x, k: winograd.conv3x3(x, k, _xla_kernel_grad))
+  x, kernel = _data(shape, c_out, r)
+  ours = jax.jit(lambda x, k: winograd.conv(x, k, _kernel_grad(r)))
   _close(ours(x, kernel), jax.jit(_xla)(x, kernel))
 
   def loss(conv):
     return lambda x, k: jnp.sum(jnp.sin(conv(x, k)))  # an output gradient that varies
-  grads = jax.jit(jax.grad(loss(lambda x, k: winograd.conv3x3(x, k, _xla_kernel_grad)), argnums=(0, 1)))(x, kernel)
+  grads = jax.jit(jax.grad(loss(lambda x, k: winograd.conv(x, k, _kernel_grad(r))), argnums=(0, 1)))(x, kernel)
   ref = jax.jit(jax.grad(loss(_xla), argnums=(0, 1)))(x, kernel)
   for a, b in zip(grads, ref):
     _close(a, b)
@@ -81,10 +88,14 @@ def test_every_instruction_set_build_equals_xla(isa):
       from inception.models import winograd
       rng = np.random.default_rng(1)
       x = jnp.asarray(rng.standard_normal((3, 10, 9, 32)), jnp.float32)
-      k = jnp.asarray(rng.standard_normal((3, 3, 32, 80)) / 17, jnp.float32)
-      ours = jax.jit(lambda x, k: winograd.conv3x3(x, k, None))(x, k)
-      ref = jax.lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-      print(winograd.isa(), float(jnp.max(jnp.abs(ours - ref)) / jnp.max(jnp.abs(ref))))
+      errors = []
+      for r in (3, 5):
+        k = jnp.asarray(rng.standard_normal((r, r, 32, 80)) / (6 * r), jnp.float32)
+        ours = jax.jit(lambda x, k: winograd.conv(x, k, None))(x, k)
+        ref = jax.lax.conv_general_dilated(x, k, (1, 1), ((r // 2, r // 2),) * 2,
+                                           dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+        errors.append(float(jnp.max(jnp.abs(ours - ref)) / jnp.max(jnp.abs(ref))))
+      print(winograd.isa(), max(errors))
   ''')
   env = dict(os.environ, INCEPTION_WINOGRAD_ISA=isa, JAX_PLATFORMS='cpu')
   out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True).stdout
@@ -105,7 +116,7 @@ def test_batch_sharded_over_devices_stays_sharded():
   x, kernel = _data((4 * len(devices), 9, 9, 32), 48)
   x = jax.device_put(x, NamedSharding(mesh, PartitionSpec('data')))
   kernel = jax.device_put(kernel, NamedSharding(mesh, PartitionSpec()))
-  fn = jax.jit(lambda x, k: winograd.conv3x3(x, k, _xla_kernel_grad))
+  fn = jax.jit(lambda x, k: winograd.conv(x, k, _kernel_grad(3)))
   out = fn(x, kernel)
   assert out.sharding.spec[0] == 'data'
   _close(out, _xla(np.asarray(x), np.asarray(kernel)))
@@ -118,7 +129,10 @@ def test_applies_only_to_what_the_kernel_computes():
   assert winograd.applies(x, kernel, (1, 1), PADS)
   assert not winograd.applies(x, kernel, (2, 2), PADS)
   assert not winograd.applies(x, kernel, (1, 1), ((0, 0), (0, 0)))
-  assert not winograd.applies(x, jnp.zeros((5, 5, 16, 32)), (1, 1), ((2, 2), (2, 2)))
+  assert winograd.applies(x, jnp.zeros((5, 5, 16, 32)), (1, 1), ((2, 2), (2, 2)))
+  assert not winograd.applies(x, jnp.zeros((5, 5, 16, 32)), (1, 1), PADS)
+  assert not winograd.applies(x, jnp.zeros((7, 7, 16, 32)), (1, 1), ((3, 3), (3, 3)))
+  assert not winograd.applies(x, jnp.zeros((1, 1, 16, 32)), (1, 1), ((0, 0), (0, 0)))
   assert not winograd.applies(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16), (1, 1), PADS)
   assert not winograd.applies(jnp.zeros((1, 8, 8, 24)), jnp.zeros((3, 3, 24, 32)), (1, 1), PADS)
   assert not winograd.applies(x, jnp.zeros((3, 3, 16, 40)), (1, 1), PADS)
@@ -143,8 +157,9 @@ def _winograd_layers(jaxpr) -> int:
 
 
 def test_googlenet_runs_its_3x3_convolutions_on_the_kernel():
-  """The published net with winograd='cpu' calls the kernel in each of its 10 3x3 layers and gives XLA's loss and
-  gradients to float32 rounding (the same init seed, the same dropout draws); with 'never' it does not call it."""
+  """The published net with winograd='cpu' calls the kernel in its 10 3x3 layers and the 7 of its 9 5x5 layers whose
+  channel counts are multiples of 16 (4b and 4c read 24), and gives XLA's loss and gradients to float32 rounding (the
+  same init seed, the same dropout draws); with 'never' it does not call it."""
   _require_kernel()
   images = jnp.asarray(np.random.default_rng(2).standard_normal((2, 64, 64, 3)), jnp.float32)
   results = {}
@@ -159,12 +174,12 @@ def test_googlenet_runs_its_3x3_convolutions_on_the_kernel():
 
     results[policy] = jax.jit(jax.value_and_grad(loss))(params), _winograd_layers(jax.make_jaxpr(loss)(params))
   ((loss_a, grad_a), layers_a), ((loss_b, grad_b), layers_b) = results['cpu'], results['never']
-  assert (layers_a, layers_b) == (10, 0)
+  assert (layers_a, layers_b) == (17, 0)
   np.testing.assert_allclose(loss_a, loss_b, rtol=1e-4)
   flat_a, flat_b = jax.tree.leaves(grad_a), jax.tree.leaves(grad_b)
   assert len(flat_a) == len(flat_b) > 50
   for a, b in zip(flat_a, flat_b):
-    _close(a, b, rtol=1e-3)  # errors of 10 layers compound
+    _close(a, b, rtol=1e-3)  # errors of 17 layers compound
 
 
 def test_summary_and_benchmark_count_the_direct_convolution():
@@ -173,6 +188,7 @@ def test_summary_and_benchmark_count_the_direct_convolution():
   _require_kernel()
   build_net = lambda policy: nnx.eval_shape(lambda: _googlenet(policy))  # noqa: E731
   assert summary.summarize(build_net('cpu'), 64)[1] == summary.summarize(build_net('never'), 64)[1]
-  x, kernel = jnp.zeros((2, 8, 8, 16)), jnp.zeros((3, 3, 16, 32))
-  hlo = jax.jit(lambda x, k: winograd.conv3x3(x, k, None)).lower(x, kernel).compile().as_text()
-  assert winograd.direct_flops(hlo) == 2 * 2 * 8 * 8 * 32 * 9 * 16
+  x, k3, k5 = jnp.zeros((2, 8, 8, 16)), jnp.zeros((3, 3, 16, 32)), jnp.zeros((5, 5, 32, 48))
+  fn = jax.jit(lambda x, k3, k5: winograd.conv(winograd.conv(x, k3, None), k5, None))
+  hlo = fn.lower(x, k3, k5).compile().as_text()
+  assert winograd.direct_flops(hlo) == 2 * 2 * 8 * 8 * (32 * 9 * 16 + 48 * 25 * 32)

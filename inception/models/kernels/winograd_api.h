@@ -6,12 +6,13 @@
 
 namespace inception_winograd {
 
-// x [n, h, w, c] -> y [n, h, w, k], a 3x3 stride-1 convolution padded by 1 on every side.
+// x [n, h, w, c] -> y [n, h, w, k], an r x r stride-1 convolution padded by (r - 1) / 2 on every side; r is 3
+// (F(4x4, 3x3): 4x4 output tiles) or 5 (F(2x2, 5x5): 2x2 tiles). Both read 6x6 input patches.
 struct Geometry {
-  int64_t n, h, w, c, k;
+  int64_t n, h, w, c, k, r;
 };
 
-constexpr int64_t kTileBlock = 64;   // output tiles (4x4 pixels each) transformed and multiplied together
+constexpr int64_t kTileBlock = 64;   // output tiles transformed and multiplied together
 constexpr int64_t kColumnBlock = 64; // output channels per pass over a tile block
 
 // Scratch floats one worker needs for a block of tiles.

@@ -1,4 +1,4 @@
-// XLA FFI handler for the Winograd F(4x4, 3x3) convolution (winograd_isa.cc): checks the shapes, picks the widest
+// XLA FFI handler for the Winograd convolutions (winograd_isa.cc): checks the shapes, picks the widest
 // instruction set the CPU runs, and spreads blocks of output tiles over XLA's intra-op thread pool.
 #include <algorithm>
 #include <atomic>
@@ -81,20 +81,24 @@ void Work(Job& job) {
   }
 }
 
-ffi::Error Conv3x3(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> u,
-                   ffi::ResultBuffer<ffi::F32> y) {
+ffi::Error Conv(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> u, ffi::ResultBuffer<ffi::F32> y,
+                int64_t kernel_size) {
   const auto xd = x.dimensions(), ud = u.dimensions(), yd = y->dimensions();
   if (xd.size() != 4 || ud.size() != 1 || yd.size() != 4 || yd[0] != xd[0] || yd[1] != xd[1] || yd[2] != xd[2] ||
       ud[0] != 36 * xd[3] * yd[3])
     return ffi::Error::InvalidArgument(
-        "inception_winograd_conv3x3 takes x [n, h, w, c] and u [36 * c * k] (winograd_api.h) and gives y [n, h, w, k]");
-  const Geometry g{xd[0], xd[1], xd[2], xd[3], yd[3]};
+        "inception_winograd_conv takes x [n, h, w, c] and u [36 * c * k] (winograd_api.h) and gives y [n, h, w, k]");
+  if (kernel_size != 3 && kernel_size != 5)
+    return ffi::Error::InvalidArgument("inception_winograd_conv computes 3x3 and 5x5 kernels, not " +
+                                       std::to_string(kernel_size));
+  const Geometry g{xd[0], xd[1], xd[2], xd[3], yd[3], kernel_size};
   if (g.c % 16 || g.k % 16)
-    return ffi::Error::InvalidArgument("inception_winograd_conv3x3 needs channel counts that are multiples of 16, got " +
+    return ffi::Error::InvalidArgument("inception_winograd_conv needs channel counts that are multiples of 16, got " +
                                        std::to_string(g.c) + " -> " + std::to_string(g.k));
   auto job = std::make_shared<Job>();
   job->x = x.typed_data(), job->u = u.typed_data(), job->y = y->typed_data(), job->g = g;
-  job->tiles = g.n * ((g.h + 3) / 4) * ((g.w + 3) / 4);
+  const int64_t out_tile = 7 - kernel_size;  // 4x4 output pixels per 6x6 patch for 3x3 kernels, 2x2 for 5x5
+  job->tiles = g.n * ((g.h + out_tile - 1) / out_tile) * ((g.w + out_tile - 1) / out_tile);
   job->run = Chosen().run;
   if (job->tiles == 0) return ffi::Error::Success();
   const int64_t blocks = (job->tiles + kTileBlock - 1) / kTileBlock;
@@ -109,12 +113,13 @@ ffi::Error Conv3x3(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
 }  // namespace
 }  // namespace inception_winograd
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(InceptionWinogradConv3x3, inception_winograd::Conv3x3,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(InceptionWinogradConv, inception_winograd::Conv,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("kernel_size"));
 
 // The output channels per block of the transformed kernel's layout (winograd_api.h), for the caller that lays it out.
 extern "C" int InceptionWinogradColumnBlock() { return static_cast<int>(inception_winograd::kColumnBlock); }

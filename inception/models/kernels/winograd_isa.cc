@@ -1,9 +1,10 @@
-// Winograd F(4x4, 3x3) convolution of NHWC float32 tiles (Lavin and Gray, "Fast Algorithms for Convolutional Neural
-// Networks", 2015), built once per instruction set: compile with -DWINO_ISA=avx512|avx2|generic and the matching
-// -march. Per block of 64 output tiles: the 6x6 input patches are transformed (B^T d B) into 36 matrices
-// [tiles, c] that stay in cache, multiplied by the 36 transformed kernel matrices [c, k] (u = G g G^T, computed by
-// the caller, laid out as winograd_api.h says), and the 36 products transformed back (A^T m A) into 4x4 output pixels. That is 36 multiplies per 16
-// outputs instead of 144, which is where the speed comes from; channels go along the vector lanes.
+// Winograd F(4x4, 3x3) and F(2x2, 5x5) convolutions of NHWC float32 tiles (Lavin and Gray, "Fast Algorithms for
+// Convolutional Neural Networks", 2015), built once per instruction set: compile with -DWINO_ISA=avx512|avx2|generic
+// and the matching -march. Per block of 64 output tiles: the 6x6 input patches are transformed (B^T d B) into 36
+// matrices [tiles, c] that stay in cache, multiplied by the 36 transformed kernel matrices [c, k] (u = G g G^T,
+// computed by the caller, laid out as winograd_api.h says), and the 36 products transformed back (A^T m A) into 4x4
+// (or 2x2) output pixels: 36 multiplies per 16 outputs instead of 144 (per 4 instead of 100), which is where the speed
+// comes from. Both use the points 0, 1, -1, 2, -2 and infinity, so they share B; channels go along the vector lanes.
 #include "winograd_api.h"
 
 #if !defined(WINO_ISA)
@@ -55,7 +56,7 @@ inline void InputTransform(const vf d[6][6], float* out, int64_t stride) {
   }
 }
 
-// o = A^T m A for one tile's 36 products m[p] = in[p * stride].
+// o = A^T m A for one tile's 36 products m[p] = in[p * stride]: F(4x4, 3x3).
 inline void OutputTransform(const float* in, int64_t stride, vf o[4][4]) {
   vf t[4][6];
   for (int j = 0; j < 6; ++j) {
@@ -73,6 +74,21 @@ inline void OutputTransform(const float* in, int64_t stride, vf o[4][4]) {
     o[i][1] = b + 2.f * d;
     o[i][2] = a + 4.f * c;
     o[i][3] = b + 8.f * d + t[i][5];
+  }
+}
+
+// The same for F(2x2, 5x5): A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]].
+inline void OutputTransform(const float* in, int64_t stride, vf o[2][2]) {
+  vf t[2][6];
+  for (int j = 0; j < 6; ++j) {
+    const vf m0 = Load(in + j * stride), m1 = Load(in + (6 + j) * stride), m2 = Load(in + (12 + j) * stride),
+             m3 = Load(in + (18 + j) * stride), m4 = Load(in + (24 + j) * stride), m5 = Load(in + (30 + j) * stride);
+    t[0][j] = m0 + (m1 + m2) + (m3 + m4);
+    t[1][j] = (m1 - m2) + 2.f * (m3 - m4) + m5;
+  }
+  for (int i = 0; i < 2; ++i) {
+    o[i][0] = t[i][0] + (t[i][1] + t[i][2]) + (t[i][3] + t[i][4]);
+    o[i][1] = (t[i][1] - t[i][2]) + 2.f * (t[i][3] - t[i][4]) + t[i][5];
   }
 }
 
@@ -123,15 +139,15 @@ void Product(const float* a, int64_t lda, const float* b, int64_t ldb, float* ou
   }
 }
 
-}  // namespace
-
-void RunTilesImpl(const float* x, const float* u, float* y, const Geometry& g, int64_t t0, int64_t t1,
-                  float* scratch) {
-  const int64_t th = (g.h + 3) / 4, tw = (g.w + 3) / 4, tiles = t1 - t0, c = g.c, k = g.k;
+// kOut x kOut output tiles from 6x6 input patches: kOut = 4 for 3x3 kernels, 2 for 5x5.
+template <int kOut>
+void Run(const float* x, const float* u, float* y, const Geometry& g, int64_t t0, int64_t t1, float* scratch) {
+  constexpr int64_t kPad = (6 - kOut) / 2;
+  const int64_t th = (g.h + kOut - 1) / kOut, tw = (g.w + kOut - 1) / kOut, tiles = t1 - t0, c = g.c, k = g.k;
   float* v = scratch;                            // [36, tiles, c]: transformed input patches
   float* m = scratch + 36 * kTileBlock * c;      // [36, tiles, kColumnBlock]: products
   for (int64_t i = 0; i < tiles; ++i) {
-    const int64_t t = t0 + i, n = t / (th * tw), y0 = (t / tw) % th * 4 - 1, x0 = t % tw * 4 - 1;
+    const int64_t t = t0 + i, n = t / (th * tw), y0 = (t / tw) % th * kOut - kPad, x0 = t % tw * kOut - kPad;
     const bool inside = y0 >= 0 && x0 >= 0 && y0 + 6 <= g.h && x0 + 6 <= g.w;
     for (int64_t c0 = 0; c0 < c; c0 += kLanes) {
       vf d[6][6];
@@ -151,16 +167,26 @@ void RunTilesImpl(const float* x, const float* u, float* y, const Geometry& g, i
       Product(v + p * tiles * c, c, u + 36 * c * k0 + p * c * cols, cols, m + p * tiles * kColumnBlock, kColumnBlock,
               tiles, cols, c);
     for (int64_t i = 0; i < tiles; ++i) {
-      const int64_t t = t0 + i, n = t / (th * tw), ty = (t / tw) % th * 4, tx = t % tw * 4;
+      const int64_t t = t0 + i, n = t / (th * tw), ty = (t / tw) % th * kOut, tx = t % tw * kOut;
       for (int64_t j = 0; j < cols; j += kLanes) {
-        vf o[4][4];
+        vf o[kOut][kOut];
         OutputTransform(m + i * kColumnBlock + j, tiles * kColumnBlock, o);
-        for (int a = 0; a < 4 && ty + a < g.h; ++a)
-          for (int b = 0; b < 4 && tx + b < g.w; ++b)
+        for (int a = 0; a < kOut && ty + a < g.h; ++a)
+          for (int b = 0; b < kOut && tx + b < g.w; ++b)
             Store(y + ((n * g.h + ty + a) * g.w + tx + b) * k + k0 + j, o[a][b]);
       }
     }
   }
+}
+
+}  // namespace
+
+void RunTilesImpl(const float* x, const float* u, float* y, const Geometry& g, int64_t t0, int64_t t1,
+                  float* scratch) {
+  if (g.r == 5)
+    Run<2>(x, u, y, g, t0, t1, scratch);
+  else
+    Run<4>(x, u, y, g, t0, t1, scratch);
 }
 
 }  // namespace WINO_ISA
