@@ -7,8 +7,8 @@ forward and a custom VJP: the kernel gradient as a product of the stacked input 
 maximum of its window (Caffe's and PyTorch's rule for ties) as an elementwise gather over shifted slices; under
 differentiation the pool's forward finds those winners along with the maxima and keeps them as an int8 index. The input
 gradient stays XLA's. Results equal XLA's to float rounding (tests/models/test_cpu_grads.py). Accelerators keep XLA's
-own gradients unless asked otherwise. `make_conv_general_dilated` also routes 3x3 stride-1 convolutions to the
-Winograd kernel (winograd.py) where its policy asks.
+own gradients unless asked otherwise. `make_conv_general_dilated` also routes 3x3 and 5x5 stride-1 convolutions to
+the Winograd kernel (winograd.py) where its policy asks.
 """
 import functools
 from typing import Sequence, Tuple
@@ -106,7 +106,7 @@ def _xla_kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Tuple[int, int], pad
 @functools.lru_cache(maxsize=None)  # one function per policy pair, so models built alike have equal graph definitions
 def make_conv_general_dilated(policy: str, winograd_policy: str = 'never'):
   """A drop-in for `lax.conv_general_dilated` (nnx.Conv's `conv_general_dilated`) for plain NHWC/HWIO convolutions
-  (explicit padding, no dilation or groups): the 3x3 stride-1 float32 ones on the Winograd kernel where
+  (explicit padding, no dilation or groups): the 3x3 and 5x5 stride-1 float32 ones on the Winograd kernel where
   `winograd_policy` (a winograd.POLICIES entry) enables it (winograd.applies), with the kernel gradient `policy`
   picks; else `conv_nhwc` where `policy` enables 'conv', or 'conv_1x1' and the kernel is 1x1 with stride 1 and no
   padding; otherwise XLA's."""

@@ -181,8 +181,8 @@ class GoogLeNet(staged.StagedNet):
         are the same (cpu_grads.POLICIES).
       fuse_1x1: run each inception block's three 1x1 convolutions that read its input as one (layers.fused_1x1);
         the same parameters and results.
-      winograd: where the 3x3 stride-1 float32 convolutions run on the Winograd kernel (models/winograd.py; 'cpu': on
-        CPU backends where it is built, 'never'); the same parameters, results to float32 rounding.
+      winograd: where the 3x3 and 5x5 stride-1 float32 convolutions run on the Winograd kernel (models/winograd.py;
+        'cpu': on CPU backends where it is built, 'never'); the same parameters, results to float32 rounding.
       rngs: needs a 'params' stream (or a default one) for initialization.
     """
     self.num_classes = num_classes

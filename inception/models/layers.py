@@ -207,7 +207,7 @@ def make_conv(in_channels: int, out_channels: int, kernel: Padding, stride: int,
               winograd: str = 'never') -> nnx.Conv:
   """An nnx.Conv (kernel an int or (kh, kw)) with explicit symmetric padding, xavier kernel and float32 parameters;
   `custom_gradients` (a cpu_grads policy) picks the matrix-product kernel gradient of cpu_grads.conv_nhwc, `winograd`
-  (a winograd.POLICIES entry) the Winograd kernel for 3x3 stride-1 convolutions."""
+  (a winograd.POLICIES entry) the Winograd kernel for 3x3 and 5x5 stride-1 convolutions."""
   ph, pw = _pair(padding)
   return nnx.Conv(
       in_channels, out_channels, kernel_size=_pair(kernel), strides=(stride, stride),
