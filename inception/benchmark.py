@@ -257,8 +257,9 @@ def report_comparison(figures: dict, rounds: int, steps: int) -> str:
 
 
 def _host_memory_line(figures: dict) -> list:
-  """The line naming the process's malloc and huge pages, where main recorded them (host_memory.describe)."""
-  return [figures['host_memory']] if figures.get('host_memory') else []
+  """The lines naming what computes the convolutions (winograd.describe) and the process's malloc and huge pages
+  (host_memory.describe), where main recorded them."""
+  return [figures[key] for key in ('convolutions', 'host_memory') if figures.get(key)]
 
 
 def report(figures: dict) -> str:
@@ -303,9 +304,13 @@ def main(argv):
       figures = benchmark_step(config, _MODE.value, _NUM_CLASSES.value, _STEPS.value, _WARMUP.value, _PROFILE.value)
   except errors.UserError as e:  # a bad config or data: one line, as inception.main
     sys.exit(f'{type(e).__name__}: {e}')
+  from inception.models import winograd  # pylint: disable=import-outside-toplevel
   memory = host_memory.describe()  # the malloc moves CPU figures by 10-30%
-  for one in (figures.values() if _VARIANT.value else [figures]):
+  for one, one_config in ([(figures[name], configs[name]) for name in figures] if _VARIANT.value
+                          else [(figures, config)]):
     one['host_memory'] = memory
+    if _MODE.value != 'input':
+      one['convolutions'] = winograd.describe(one_config.model.get('winograd', 'never'))
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
       json.dump(figures, f, indent=2)

@@ -39,6 +39,7 @@ def main(argv):
   import jax  # after flag parsing, so --help is fast
   from inception import distributed, errors, preemption, train
   from inception.data import sources
+  from inception.models import winograd
 
   if _DISTRIBUTED.value:
     try:
@@ -50,6 +51,7 @@ def main(argv):
   logging.info('JAX %s: process %d of %d, %d local / %d global devices (%s).', jax.__version__, jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
   logging.info('%s (inception/host_memory.py).', host_memory.describe())
+  logging.info('%s (inception/models/winograd.py).', winograd.describe(_CONFIG.value.model.get('winograd', 'never')))
   try:
     results = train.train_and_evaluate(_CONFIG.value)
   except sources.DatasetNotPreparedError as e:

@@ -32,6 +32,7 @@ def test_step_benchmark_prints_throughput_and_flops(mode, tmp_path):
   figures = json.loads(out.read_text())
   assert lines[-1] == f'images/s: {figures["images_per_s"]:.2f}' and figures['images_per_s'] > 0
   assert lines[-2] == figures['host_memory'] and lines[-2].startswith('host memory: '), proc.stdout
+  assert lines[-3] == figures['convolutions'] and lines[-3].startswith('convolutions: '), proc.stdout
   assert abs(figures['images_per_s'] - 4000 / figures['ms_per_step']) < 1e-6 * figures['images_per_s']
   # XLA's count of the program against the model summary's multiply-adds (2 FLOPs each): measured 0.96x when
   # evaluating; when training about 3x for the model (the forward and two backward products, the aux head) plus the
@@ -73,7 +74,8 @@ def test_step_benchmark_compares_variants_in_alternating_rounds(tmp_path):
   assert head.startswith('eval step, inception_tiny float32 64 px batch 4 on 2 cpu device(s) in 1 process(es), 3 '
                          'alternating rounds of 1 steps'), proc.stdout
   assert [row.split()[0] for row in rows[:2]] == ['base', 'big'] and ' 1.000x ' in rows[0], proc.stdout
-  assert rows[2:] == [figures['base']['host_memory']] and rows[2].startswith('host memory: '), proc.stdout
+  assert rows[2:] == [figures['base']['convolutions'], figures['base']['host_memory']], proc.stdout
+  assert rows[2].startswith('convolutions: ') and rows[3].startswith('host memory: '), proc.stdout
   assert last == f'images/s: {figures["base"]["images_per_s"]:.2f}'
 
 

@@ -65,6 +65,17 @@ def isa() -> str:
   return lib.InceptionWinogradIsa().decode() if lib else ''
 
 
+def describe(policy: str) -> str:
+  """One line for logs and benchmarks: what computes the 3x3 and 5x5 convolutions under `policy`."""
+  if policy not in POLICIES:
+    raise ValueError(f'winograd={policy!r}: use one of {", ".join(POLICIES)}.')
+  if policy == 'never' or jax.default_backend() != 'cpu':
+    return f'convolutions: XLA\'s (model.winograd={policy}, {jax.default_backend()} backend)'
+  built = isa()
+  return (f'convolutions: Winograd kernel, {built} build, for 3x3 and 5x5' if built else
+          'convolutions: XLA\'s (the Winograd kernel is not built: make install)')
+
+
 def enabled(policy: str) -> bool:
   """Whether `policy` (one of POLICIES) puts 3x3 and 5x5 convolutions on the kernel for the backend being traced
   for."""

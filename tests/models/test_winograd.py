@@ -138,6 +138,15 @@ def test_applies_only_to_what_the_kernel_computes():
   assert not winograd.applies(x, jnp.zeros((3, 3, 16, 40)), (1, 1), PADS)
   with pytest.raises(ValueError, match="winograd='gpu': use one of cpu, never"):
     winograd.enabled('gpu')
+  with pytest.raises(ValueError, match="winograd='gpu': use one of cpu, never"):
+    winograd.describe('gpu')
+  assert winograd.describe('never') == "convolutions: XLA's (model.winograd=never, cpu backend)"
+
+
+def test_describe_names_the_build():
+  _require_kernel()
+  assert winograd.describe('cpu') == f'convolutions: Winograd kernel, {winograd.isa()} build, for 3x3 and 5x5'
+  assert winograd.isa() in ('avx512', 'avx2', 'generic')
 
 
 def _googlenet(policy):
