@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The Winograd 3x3 and 5x5 convolutions for CPUs (inception/models/winograd.py), compiled against the installed
+# jaxlib's FFI headers; without a C++ compiler it is left out with a warning and the models use XLA's convolutions.
+KERNEL_DIR := inception/models/kernels
+KERNEL := $(KERNEL_DIR)/_winograd.so
 ARGS ?=
 
 UV := $(VENV)/bin/uv
@@ -14,6 +18,9 @@ LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
 install: $(STAMP) $(KERNEL)
 
+$(KERNEL): $(STAMP) $(wildcard $(KERNEL_DIR)/*.cc $(KERNEL_DIR)/*.h) $(KERNEL_DIR)/build.py
+	$(PY) -m inception.models.kernels.build
+
 # uv (itself pinned in the lock) installs exactly the lock: `uv pip sync` also removes anything not in it.
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +28,6 @@ $(STAMP): requirements.lock pyproject.toml
 	$(UV) pip sync -q --python $(PY) requirements.lock
 	$(UV) pip install -q --python $(PY) --no-deps -e .
 	touch $(STAMP)
-
-# The Winograd 3x3 convolution for CPUs (inception/models/winograd.py), compiled against the installed jaxlib's FFI
-# headers; without a C++ compiler it is left out with a warning and the models use XLA's convolutions.
-KERNEL_DIR := inception/models/kernels
-KERNEL := $(KERNEL_DIR)/_winograd.so
-$(KERNEL): $(STAMP) $(wildcard $(KERNEL_DIR)/*.cc $(KERNEL_DIR)/*.h) $(KERNEL_DIR)/build.py
-	$(PY) -m inception.models.kernels.build
 
 # Accelerator builds of the locked jax on top of the lock (everything else stays at its locked version).
 JAX_VERSION = $(shell sed -n 's/^jax==//p' requirements.lock)
