@@ -253,10 +253,10 @@ def report_comparison(figures: dict, rounds: int, steps: int) -> str:
   for name, f in figures.items():
     lines.append(f'  {name:12s} {f["ms_per_step"]:8.1f} ms/step {f["images_per_s"]:8.2f} images/s '
                  f'{base["ms_per_step"] / f["ms_per_step"]:6.3f}x  ' + ' '.join(f'{ms:.0f}' for ms in f['round_ms']))
-  return '\n'.join(lines + _host_memory_line(base) + [f'images/s: {base["images_per_s"]:.2f}'])
+  return '\n'.join(lines + _setting_lines(base) + [f'images/s: {base["images_per_s"]:.2f}'])
 
 
-def _host_memory_line(figures: dict) -> list:
+def _setting_lines(figures: dict) -> list:
   """The lines naming what computes the convolutions (winograd.describe) and the process's malloc and huge pages
   (host_memory.describe), where main recorded them."""
   return [figures[key] for key in ('convolutions', 'host_memory') if figures.get(key)]
@@ -277,7 +277,7 @@ def report(figures: dict) -> str:
              f'build {figures["build_s"]:.1f} s, compile {figures["compile_s"]:.1f} s',
              f'{figures["ms_per_step"]:.0f} ms/step, {figures["gflop_per_step"]:.1f} GFLOP/step, '
              f'{figures["tflop_per_s"]:.3f} TFLOP/s{share}']
-  return '\n'.join(lines + _host_memory_line(figures) + [f'images/s: {figures["images_per_s"]:.2f}'])
+  return '\n'.join(lines + _setting_lines(figures) + [f'images/s: {figures["images_per_s"]:.2f}'])
 
 
 def main(argv):
@@ -304,13 +304,14 @@ def main(argv):
       figures = benchmark_step(config, _MODE.value, _NUM_CLASSES.value, _STEPS.value, _WARMUP.value, _PROFILE.value)
   except errors.UserError as e:  # a bad config or data: one line, as inception.main
     sys.exit(f'{type(e).__name__}: {e}')
+  from inception import models  # pylint: disable=import-outside-toplevel
   from inception.models import winograd  # pylint: disable=import-outside-toplevel
   memory = host_memory.describe()  # the malloc moves CPU figures by 10-30%
   for one, one_config in ([(figures[name], configs[name]) for name in figures] if _VARIANT.value
                           else [(figures, config)]):
     one['host_memory'] = memory
     if _MODE.value != 'input':
-      one['convolutions'] = winograd.describe(one_config.model.get('winograd', 'never'))
+      one['convolutions'] = winograd.describe(models.model_setting(one_config.model, 'winograd'))
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
       json.dump(figures, f, indent=2)

@@ -37,7 +37,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_quiet_libraries)
   import jax  # after flag parsing, so --help is fast
-  from inception import distributed, errors, preemption, train
+  from inception import distributed, errors, models, preemption, train
   from inception.data import sources
   from inception.models import winograd
 
@@ -51,7 +51,8 @@ def main(argv):
   logging.info('JAX %s: process %d of %d, %d local / %d global devices (%s).', jax.__version__, jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
   logging.info('%s (inception/host_memory.py).', host_memory.describe())
-  logging.info('%s (inception/models/winograd.py).', winograd.describe(_CONFIG.value.model.get('winograd', 'never')))
+  logging.info('%s (inception/models/winograd.py).', winograd.describe(
+      models.model_setting(_CONFIG.value.model, 'winograd')))
   try:
     results = train.train_and_evaluate(_CONFIG.value)
   except sources.DatasetNotPreparedError as e:

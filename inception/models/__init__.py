@@ -49,6 +49,14 @@ def model_kwargs(model_config: Mapping[str, Any]) -> Dict[str, Any]:
   return {key: value for key, value in kwargs.items() if key in own}
 
 
+def model_setting(model_config: Mapping[str, Any], key: str) -> Any:
+  """The value `key` takes in the model `model_config` builds: the config's own, else the model's default (for
+  logs that name a setting an older or shorter config leaves out)."""
+  if key in model_config:
+    return model_config[key]
+  return inspect.signature(MODELS.get(model_config['name'])).parameters[key].default
+
+
 def min_image_size(name: str) -> int:
   """The smallest input side MODELS[name] is meant for (its `min_image_size`, else 1)."""
   return int(getattr(MODELS.get(name), 'min_image_size', 1))

@@ -65,10 +65,14 @@ def isa() -> str:
   return lib.InceptionWinogradIsa().decode() if lib else ''
 
 
-def describe(policy: str) -> str:
-  """One line for logs and benchmarks: what computes the 3x3 and 5x5 convolutions under `policy`."""
+def _check(policy: str) -> None:
   if policy not in POLICIES:
     raise ValueError(f'winograd={policy!r}: use one of {", ".join(POLICIES)}.')
+
+
+def describe(policy: str) -> str:
+  """One line for logs and benchmarks: what computes the 3x3 and 5x5 convolutions under `policy`."""
+  _check(policy)
   if policy == 'never' or jax.default_backend() != 'cpu':
     return f'convolutions: XLA\'s (model.winograd={policy}, {jax.default_backend()} backend)'
   built = isa()
@@ -79,8 +83,7 @@ def describe(policy: str) -> str:
 def enabled(policy: str) -> bool:
   """Whether `policy` (one of POLICIES) puts 3x3 and 5x5 convolutions on the kernel for the backend being traced
   for."""
-  if policy not in POLICIES:
-    raise ValueError(f'winograd={policy!r}: use one of {", ".join(POLICIES)}.')
+  _check(policy)
   return policy == 'cpu' and jax.default_backend() == 'cpu' and library() is not None
 
 

@@ -124,6 +124,20 @@ def test_batch_sharded_over_devices_stays_sharded():
   assert winograd.TARGET in hlo and 'all-gather' not in hlo
 
 
+def test_build_without_a_compiler_says_so_and_leaves_the_library_alone(monkeypatch, capsys):
+  """`make install` on a machine without g++: a warning naming the fix, exit status 0, nothing written."""
+  monkeypatch.delenv('CXX', raising=False)
+  monkeypatch.setattr(build.shutil, 'which', lambda name: None)
+  monkeypatch.setattr(build, 'build', lambda **kwargs: pytest.fail('built without a compiler'))
+  assert build.main() == 0
+  assert 'no C++ compiler' in capsys.readouterr().err
+
+
+def test_the_logged_setting_is_the_models_default_where_the_config_leaves_it_out():
+  assert models.model_setting({'name': 'googlenet'}, 'winograd') == 'cpu'
+  assert models.model_setting({'name': 'googlenet', 'winograd': 'never'}, 'winograd') == 'never'
+
+
 def test_applies_only_to_what_the_kernel_computes():
   x, kernel = jnp.zeros((1, 8, 8, 16)), jnp.zeros((3, 3, 16, 32))
   assert winograd.applies(x, kernel, (1, 1), PADS)

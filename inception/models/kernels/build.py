@@ -59,8 +59,8 @@ def _run(command):
 def main() -> int:
   cxx = compiler()
   if not cxx:
-    print('inception: no C++ compiler (g++, c++ or $CXX): the Winograd kernel is not built; 3x3 convolutions on CPU '
-          'use XLA\'s (slower). Install g++ and run `python -m inception.models.kernels.build`.', file=sys.stderr)
+    print('inception: no C++ compiler (g++, c++ or $CXX): the Winograd kernel is not built; 3x3 and 5x5 convolutions '
+          'on CPU use XLA\'s (slower). Install g++ and run `python -m inception.models.kernels.build`.', file=sys.stderr)
     return 0
   try:
     path = build(cxx=cxx)
