@@ -24,8 +24,7 @@ def imagenet() -> ml_collections.ConfigDict:
   c = googlenet.imagenet()
   c.workdir = 'runs/bn_inception_imagenet'
   c.model = ml_collections.ConfigDict(dict(name='bn_inception', dtype='float32', dropout_rate=0.0, bn_momentum=0.9,
-                                           bn_epsilon=1e-3, custom_gradients='cpu_pool',
-                                           winograd='cpu'))
+                                           bn_epsilon=1e-3))
   c.optimizer.update(lr=0.045, lr_batch_size=32, weight_decay=4e-5)
   c.schedule.update(decay_rate=0.96, decay_epochs=8 / 6)
   for key in ('brightness', 'hue'):

@@ -6,8 +6,8 @@ No argument: the paper's ImageNet recipe, on TFDS `imagenet2012` (manual downloa
 
 `:mini`: the embedded 10-class Caltech 101 subset (data/caltech101-mini) that `make train` runs. It uses the BN variant
 (`googlenet_bn`) at 112 px so it learns in minutes on 2 CPU cores; the published network (LRN, no BN) learns far more
-slowly from scratch on 800 images. Expect top-1 >= 0.60 on its 210 held-out images
-after ~10 minutes (0.77-0.81 in 7.8 min on a 2-core Intel Xeon, 2026-12-05):
+slowly from scratch on 800 images. Expect top-1 >= 0.60 on its 210 held-out images within ~10 minutes on 2 cores
+(README, "The two commands", has the measured figures):
 
   python -m inception.main --config=configs/googlenet.py:mini
 
@@ -37,16 +37,13 @@ def imagenet() -> ml_collections.ConfigDict:
       dropout_rate=0.4,
       aux_dropout_rate=0.7,
       aux_heads=True,
-      custom_gradients='cpu_1x1',  # on CPU, the max-pool gradient without select-and-scatter and the 1x1 convs'
-                                # kernel gradient as one matrix product ('cpu_pool': the pool's only; 'cpu': every
-                                # conv's, faster under XLA's default CPU options; 'always': every backend; 'never'):
-                                # same results (docs/performance.md)
-      fuse_1x1=True,            # each block's three 1x1 convs on its input as one convolution (same parameters):
-                                # train step 2-5% faster on 2 CPU cores, eval 1-2% (docs/performance.md)
-      winograd='cpu',           # on CPU, 3x3 and 5x5 stride-1 float32 convs as Winograd F(4x4, 3x3) / F(2x2, 5x5) in
-                                # the C++ kernel that `make install` builds ('never': XLA's): eval step 1.3x, train
-                                # 1.2x on 2 cores; results to float32 rounding (docs/performance.md)
   ))
+
+  # On CPU, the kernels of inception/models/ops.py: the Winograd kernel (`make install` builds it) for 3x3 and 5x5
+  # stride-1 float32 convolutions, the 1x1 convolutions' kernel gradients as one matrix product, max-pool gradients
+  # without select-and-scatter. Steps lowered for TPU or GPU always use XLA's ops. False: XLA's ops on CPU too; the
+  # same results to float32 rounding (docs/performance.md has the speeds).
+  c.cpu_kernels = True
 
   # XLA options every step compiles with, per backend (jax.default_backend()). On CPU, YNNPACK takes only the
   # reductions; convolutions and matrix products go to XLA's own kernels: 1.4x the train step of the published net

@@ -37,8 +37,7 @@ def rmsprop_recipe(c: ml_collections.ConfigDict, model: ml_collections.ConfigDic
 def model_config(name: str, **extra) -> ml_collections.ConfigDict:
   """The model keys the TF-style family members take."""
   return ml_collections.ConfigDict(dict(name=name, dtype='float32', dropout_rate=0.2, bn_momentum=0.9997,
-                                        bn_epsilon=1e-3, bn_scale=False, custom_gradients='cpu_1x1',
-                                        winograd='cpu', **extra))
+                                        bn_epsilon=1e-3, bn_scale=False, **extra))
 
 
 def mini_variant(c: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:

@@ -2,6 +2,7 @@
 
 The NNX model is split once, outside the steps, into a static graph definition and array state (parameters, batch
 statistics); the steps merge them back inside the trace. So jit, sharding and orbax only ever see pytrees of arrays.
+Each step traces its model under `config.cpu_kernels` (models/ops.py).
 """
 from typing import Any, Callable, Dict, Tuple
 
@@ -14,6 +15,7 @@ from flax import nnx
 
 from inception import augment
 from inception import optim
+from inception.models import ops
 
 
 @flax.struct.dataclass
@@ -99,7 +101,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: Callab
     }
     return new_state, metrics
 
-  return train_step
+  return ops.traced_with(ops.setting(config), train_step)
 
 
 def make_eval_step(graphdef, config: ml_collections.ConfigDict
@@ -126,7 +128,7 @@ def make_eval_step(graphdef, config: ml_collections.ConfigDict
         'count': jnp.sum(real),
     }
 
-  return eval_step
+  return ops.traced_with(ops.setting(config), eval_step)
 
 
 def make_predict_step(graphdef, config: ml_collections.ConfigDict
@@ -141,4 +143,4 @@ def make_predict_step(graphdef, config: ml_collections.ConfigDict
     logits, _ = model(augment.eval_images(batch['image'], eval_pp))
     return {'probs': jax.nn.softmax(logits.astype(jnp.float32), axis=-1)}
 
-  return predict_step
+  return ops.traced_with(ops.setting(config), predict_step)

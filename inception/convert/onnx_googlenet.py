@@ -30,7 +30,7 @@ class OnnxGoogLeNet:
 
   def __init__(self):
     self.models = {'googlenet': mapping.Target(
-        dict(aux_heads=True, fuse_1x1=False),
+        dict(aux_heads=True),
         dict(image_size=224, value_range=(0.0, 255.0), mean=(123.68, 116.779, 103.939), std=(1.0, 1.0, 1.0),
              eval=dict(crop_ratio=0.875)))}
 

@@ -20,6 +20,8 @@ from inception.models import bn_inception  # noqa: E402,F401  pylint: disable=g-
 
 
 BUILD_ARGUMENTS = ('num_classes', 'image_size', 'rngs')  # passed by build(), never by the model config
+# Model keys of older runs' configs, now decided by `config.cpu_kernels` (ops.py): left out where a config has them.
+RETIRED_KEYS = ('custom_gradients', 'winograd', 'fuse_1x1')
 
 
 def model_keys(name: str) -> List[str]:
@@ -33,6 +35,10 @@ def model_kwargs(model_config: Mapping[str, Any]) -> Dict[str, Any]:
   is a ConfigError naming it."""
   kwargs = dict(model_config.items())
   name = kwargs.pop('name')
+  retired = sorted(key for key in RETIRED_KEYS if kwargs.pop(key, None) is not None)
+  if retired:
+    logging.info('Model keys %s are retired (config.cpu_kernels switches the CPU kernels): left out.',
+                 ', '.join(retired))
   if name not in MODELS:
     raise ConfigError(f'--config.model.name={name!r}: unknown model; known: {", ".join(MODELS.names())}.')
   for reserved in BUILD_ARGUMENTS:
@@ -47,14 +53,6 @@ def model_kwargs(model_config: Mapping[str, Any]) -> Dict[str, Any]:
     logging.info('Model %s does not use %s (keys of %s): left out.', name, ', '.join(sorted(others)),
                  ', '.join(sorted({n for users in others.values() for n in users})))
   return {key: value for key, value in kwargs.items() if key in own}
-
-
-def model_setting(model_config: Mapping[str, Any], key: str) -> Any:
-  """The value `key` takes in the model `model_config` builds: the config's own, else the model's default (for
-  logs that name a setting an older or shorter config leaves out)."""
-  if key in model_config:
-    return model_config[key]
-  return inspect.signature(MODELS.get(model_config['name'])).parameters[key].default
 
 
 def min_image_size(name: str) -> int:

@@ -2,18 +2,18 @@
 
 The model is built abstractly (nnx.eval_shape), so no parameters are materialized.
 """
-import argparse
 from typing import Optional, Sequence
 
 from flax import nnx
 
+from inception import command
 from inception.models import MODELS
 from inception.models import summary
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
   """Parses the command line, builds the named model shape-only and prints its summary."""
-  parser = argparse.ArgumentParser(prog='python -m inception.models', description=__doc__)
+  parser = command.ArgumentParser(prog='python -m inception.models', description=__doc__)
   parser.add_argument('name', help=f'model name, one of: {", ".join(MODELS.names())}')
   parser.add_argument('--num-classes', type=int, default=1000)
   parser.add_argument('--image-size', type=int, default=224)
@@ -29,4 +29,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  command.run_script(main)  # it computes no step: never restarts

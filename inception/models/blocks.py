@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from inception.models import cpu_grads
 from inception.models import layers
+from inception.models import ops
 
 Kernel = Union[int, Tuple[int, int]]
 
@@ -59,33 +59,28 @@ def explicit_padding(kernel: Kernel, padding) -> Tuple[int, int]:
   return layers._pair(padding)  # pylint: disable=protected-access
 
 
-def unit_factory(*, bn_momentum: float, bn_epsilon: float, bn_scale: bool, dtype, custom_gradients: str,
-                 winograd: str = 'never', rngs: nnx.Rngs) -> Callable[..., nnx.Module]:
+def unit_factory(*, bn_momentum: float, bn_epsilon: float, bn_scale: bool, dtype,
+                 rngs: nnx.Rngs) -> Callable[..., nnx.Module]:
   """conv_block(in, out, kernel, stride, padding) -> layers.ConvBNReLU with the model's BatchNorm settings."""
   return functools.partial(layers.ConvBNReLU, momentum=bn_momentum, epsilon=bn_epsilon, scale=bn_scale, dtype=dtype,
-                           custom_gradients=custom_gradients, winograd=winograd, rngs=rngs)
+                           rngs=rngs)
 
 
 def setup(net: nnx.Module, *, num_classes: int, image_size, dtype, bn_momentum: float, bn_epsilon: float,
-          bn_scale: bool, custom_gradients: str, winograd: str = 'never', rngs: nnx.Rngs) -> Callable[..., nnx.Module]:
+          bn_scale: bool, rngs: nnx.Rngs) -> Callable[..., nnx.Module]:
   """Sets a family network's basics (num_classes, image_size as (h, w), dtype, deterministic) on `net` and returns
   its conv-BN-ReLU factory (unit_factory)."""
   net.num_classes = num_classes
   net.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
   net.dtype = layers.canonical_dtype(dtype)
   net.deterministic = False
-  return unit_factory(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, bn_scale=bn_scale, dtype=net.dtype,
-                      custom_gradients=custom_gradients, winograd=winograd, rngs=rngs)
+  return unit_factory(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, bn_scale=bn_scale, dtype=net.dtype, rngs=rngs)
 
 
-def max_pool_valid(x: jax.Array, window: int, stride: int, custom_gradients: str, pad: int = 0) -> jax.Array:
+def max_pool_valid(x: jax.Array, window: int, stride: int, pad: int = 0) -> jax.Array:
   """Max pooling of NHWC `x` padded by `pad` (-inf) on each side, the output size rounded down (TF's VALID at
   pad 0; at pad (window - 1) / 2 the size of a convolution with the same window, stride and padding)."""
-  pads = ((pad, pad), (pad, pad))
-  if cpu_grads.enabled(custom_gradients, 'max_pool'):
-    return cpu_grads.max_pool_nhwc(x, window, stride, pads)
-  return jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max, (1, window, window, 1),
-                               (1, stride, stride, 1), ((0, 0), *pads, (0, 0)))
+  return ops.max_pool(x, window, stride, ((pad, pad), (pad, pad)))
 
 
 def avg_pool_same(x: jax.Array, window: int) -> jax.Array:
@@ -98,13 +93,13 @@ def avg_pool_same(x: jax.Array, window: int) -> jax.Array:
   return (sums / np.outer(*counts)[None, :, :, None].astype(np.float32)).astype(x.dtype)
 
 
-def pool(x: jax.Array, step: Pool, custom_gradients: str) -> jax.Array:
+def pool(x: jax.Array, step: Pool) -> jax.Array:
   if step.padding == 'same':
     if step.stride != 1 or step.kind != 'avg':
       raise ValueError(f'{step}: only stride-1 average pooling is supported with padding="same".')
     return avg_pool_same(x, step.window)
   if step.kind == 'max':
-    return max_pool_valid(x, step.window, step.stride, custom_gradients, 0 if step.padding == 'valid' else step.padding)
+    return max_pool_valid(x, step.window, step.stride, 0 if step.padding == 'valid' else step.padding)
   # 'valid': every window lies inside the image; an int: zero padding counted in the divisor (PyTorch's default).
   pad = 0 if step.padding == 'valid' else int(step.padding)
   acc = jnp.promote_types(x.dtype, jnp.float32)
@@ -135,9 +130,8 @@ class Mixed(nnx.Module):
   """A multi-branch block: each branch runs its steps, the outputs are concatenated. [B, H, W, C] -> [B, H', W',
   out_channels]."""
 
-  def __init__(self, in_channels: int, branches: Sequence[Branch], conv_block, custom_gradients: str = 'never'):
+  def __init__(self, in_channels: int, branches: Sequence[Branch], conv_block):
     self.branches = tuple(tuple(b) for b in branches)
-    self.custom_gradients = custom_gradients
     for branch in self.branches:
       c = in_channels
       for step in branch:
@@ -154,7 +148,7 @@ class Mixed(nnx.Module):
       elif isinstance(step, Split):
         x = jnp.concatenate([getattr(self, step.a.name)(x), getattr(self, step.b.name)(x)], axis=-1)
       else:
-        x = pool(x, step, self.custom_gradients)
+        x = pool(x, step)
     return x
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -166,10 +160,9 @@ class Residual(nnx.Module):
   1x1 convolution with bias and no BatchNorm back to x's channels, as the v4 paper's Figures 10-13 and Keras."""
 
   def __init__(self, in_channels: int, branches: Sequence[Branch], conv_block, *, scale: float,
-               activation: bool = True, dtype, custom_gradients: str, rngs: nnx.Rngs):
-    self.mixed = Mixed(in_channels, branches, conv_block, custom_gradients)
-    self.up = layers.make_conv(self.mixed.out_channels, in_channels, 1, 1, 0, True, 0.0, dtype, custom_gradients,
-                               rngs)
+               activation: bool = True, dtype, rngs: nnx.Rngs):
+    self.mixed = Mixed(in_channels, branches, conv_block)
+    self.up = layers.make_conv(self.mixed.out_channels, in_channels, 1, 1, 0, True, 0.0, dtype, rngs)
     self.scale, self.activation = float(scale), activation
     self.out_channels = in_channels
 
@@ -196,8 +189,8 @@ class Repeat(nnx.Module):
 class Steps(nnx.Module):
   """A single branch as a stage: the stems' runs of convolutions and pools."""
 
-  def __init__(self, in_channels: int, steps: Branch, conv_block, custom_gradients: str = 'never'):
-    self.mixed = Mixed(in_channels, (steps,), conv_block, custom_gradients)
+  def __init__(self, in_channels: int, steps: Branch, conv_block):
+    self.mixed = Mixed(in_channels, (steps,), conv_block)
     self.out_channels = self.mixed.out_channels
 
   def __call__(self, x: jax.Array) -> jax.Array:

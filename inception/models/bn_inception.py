@@ -52,23 +52,22 @@ class BNInception(staged.StagedNet):
   """conv1 -> pool1 -> conv2 -> pool2 -> 3a, 3b, 3c (to 14 x 14) -> 4a..4e (to 7 x 7) -> 5a, 5b -> head."""
 
   def __init__(self, *, num_classes: int, image_size=224, dtype='float32', dropout_rate: float = 0.0,
-               bn_momentum: float = 0.9, bn_epsilon: float = 1e-3, custom_gradients: str = 'cpu',
-               winograd: str = 'cpu', rngs: nnx.Rngs):
+               bn_momentum: float = 0.9, bn_epsilon: float = 1e-3, rngs: nnx.Rngs):
     self.num_classes = num_classes
     self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     self.dtype = layers.canonical_dtype(dtype)
     self.deterministic = False
     unit = blocks.unit_factory(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, bn_scale=True, dtype=self.dtype,
-                               custom_gradients=custom_gradients, winograd=winograd, rngs=rngs)
+                               rngs=rngs)
     stem_unit = functools.partial(layers.ConvBNReLU, momentum=bn_momentum, epsilon=bn_epsilon, dtype=self.dtype,
-                                  custom_gradients=custom_gradients, winograd=winograd, rngs=rngs)
+                                  rngs=rngs)
     self.conv1 = stem_unit(3, 64, 7, stride=2, padding=3)
-    self.pool1 = layers.MaxPool(3, 2, custom_gradients=custom_gradients)
+    self.pool1 = layers.MaxPool(3, 2)
     self.conv2 = googlenet.Conv2(64, stem_unit, lrn=False)
-    self.pool2 = layers.MaxPool(3, 2, custom_gradients=custom_gradients)
+    self.pool2 = layers.MaxPool(3, 2)
     channels, names = self.conv2.out_channels, ['conv1', 'pool1', 'conv2', 'pool2']
     for key, row in TABLE.items():
-      block = blocks.Mixed(channels, block_spec(row), unit, custom_gradients)
+      block = blocks.Mixed(channels, block_spec(row), unit)
       setattr(self, f'inception_{key}', block)
       channels = block.out_channels
       names.append(f'inception_{key}')
@@ -79,12 +78,10 @@ class BNInception(staged.StagedNet):
 
 @MODELS.register('bn_inception')
 def bn_inception(*, num_classes: int, image_size=224, dtype='float32', dropout_rate: float = 0.0,
-                 bn_momentum: float = 0.9, bn_epsilon: float = 1e-3, custom_gradients: str = 'cpu',
-                 winograd: str = 'cpu', rngs: nnx.Rngs) -> BNInception:
+                 bn_momentum: float = 0.9, bn_epsilon: float = 1e-3, rngs: nnx.Rngs) -> BNInception:
   """BN-Inception (module docstring)."""
   return BNInception(num_classes=num_classes, image_size=image_size, dtype=dtype, dropout_rate=dropout_rate,
-                     bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, custom_gradients=custom_gradients,
-                     winograd=winograd, rngs=rngs)
+                     bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, rngs=rngs)
 
 
 bn_inception.min_image_size = 32

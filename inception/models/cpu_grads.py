@@ -6,9 +6,8 @@ forward and a custom VJP: the kernel gradient as a product of the stacked input 
 (im2col; for 1x1 kernels, of the input itself), the max-pool gradient by routing each output's gradient to the first
 maximum of its window (Caffe's and PyTorch's rule for ties) as an elementwise gather over shifted slices; under
 differentiation the pool's forward finds those winners along with the maxima and keeps them as an int8 index. The input
-gradient stays XLA's. Results equal XLA's to float rounding (tests/models/test_cpu_grads.py). Accelerators keep XLA's
-own gradients unless asked otherwise. `make_conv_general_dilated` also routes 3x3 and 5x5 stride-1 convolutions to
-the Winograd kernel (winograd.py) where its policy asks.
+gradient stays XLA's. Results equal XLA's to float rounding (tests/models/test_cpu_grads.py). ops.py decides where
+they run: only in steps lowered for CPU, with `config.cpu_kernels` on.
 """
 import functools
 from typing import Sequence, Tuple
@@ -18,31 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from inception.models import winograd
 
-# The convolution's kernel gradient (every plain convolution, or only the 1x1 stride-1 ones), the max pool's.
-OPS = ('conv', 'conv_1x1', 'max_pool')
-# model.custom_gradients -> the ops whose VJP is custom. 'cpu', 'cpu_1x1' and 'cpu_pool' apply on CPU backends only.
-# Under config.compiler_options' CPU default XLA's own kernel gradient is the faster for KxK kernels, the matrix
-# product for 1x1 kernels ('cpu_1x1'); 'cpu' suits XLA's default CPU options (docs/performance.md).
-_POLICY_OPS = {'cpu': ('conv', 'max_pool'), 'cpu_1x1': ('conv_1x1', 'max_pool'), 'cpu_pool': ('max_pool',),
-               'never': ()}
-_POLICY_OPS['always'] = _POLICY_OPS['cpu']  # on every backend
-POLICIES = tuple(_POLICY_OPS)
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 Pads = Tuple[Tuple[int, int], Tuple[int, int]]
-
-
-def enabled(policy: str, op: str) -> bool:
-  """Whether `policy` (one of POLICIES) asks for the custom gradient of `op` (one of OPS) on the backend being traced
-  for; 'conv' implies 'conv_1x1'."""
-  if policy not in POLICIES:
-    raise ValueError(f'custom_gradients={policy!r}: use one of {", ".join(POLICIES)}.')
-  if op not in OPS:
-    raise ValueError(f'No custom gradient for {op!r}; there are: {", ".join(OPS)}.')
-  ops = _POLICY_OPS[policy]
-  asked = op in ops or (op == 'conv_1x1' and 'conv' in ops)
-  return asked and (policy == 'always' or jax.default_backend() == 'cpu')
 
 
 def _window_view(xp: jax.Array, i: int, j: int, strides: Tuple[int, int], out_hw: Tuple[int, int]) -> jax.Array:
@@ -95,50 +72,6 @@ def _conv_bwd(strides, pads, residuals, g):
 
 
 conv_nhwc.defvjp(_conv_fwd, _conv_bwd)
-
-
-def _xla_kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Tuple[int, int], pads: Pads) -> jax.Array:
-  """XLA's own kernel gradient of a stride-1 NHWC/HWIO convolution: x [N, H, W, C], g [N, Ho, Wo, O] -> HWIO."""
-  kernel = jax.ShapeDtypeStruct((*kernel_hw, x.shape[3], g.shape[3]), x.dtype)
-  return jax.linear_transpose(lambda k: _xla_conv(x, k, (1, 1), pads), kernel)(g)[0]
-
-
-@functools.lru_cache(maxsize=None)  # one function per policy pair, so models built alike have equal graph definitions
-def make_conv_general_dilated(policy: str, winograd_policy: str = 'never'):
-  """A drop-in for `lax.conv_general_dilated` (nnx.Conv's `conv_general_dilated`) for plain NHWC/HWIO convolutions
-  (explicit padding, no dilation or groups): the 3x3 and 5x5 stride-1 float32 ones on the Winograd kernel where
-  `winograd_policy` (a winograd.POLICIES entry) enables it (winograd.applies), with the kernel gradient `policy`
-  picks; else `conv_nhwc` where `policy` enables 'conv', or 'conv_1x1' and the kernel is 1x1 with stride 1 and no
-  padding; otherwise XLA's."""
-
-  def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                           dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
-    plain = (lhs.ndim == 4 and not isinstance(padding, str) and feature_group_count == 1
-             and all(d in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
-             and dimension_numbers == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
-             and precision is None and kwargs.get('out_sharding') is None and 'preferred_element_type' not in kwargs)
-    if plain:
-      strides, pads = tuple(int(s) for s in window_strides), tuple((int(lo), int(hi)) for lo, hi in padding)
-      if winograd.enabled(winograd_policy) and winograd.applies(lhs, rhs, strides, pads):
-        return winograd.conv(lhs, rhs, _same_kernel_grad(policy, rhs.shape[0]))
-      pointwise = tuple(rhs.shape[:2]) == (1, 1) and strides == (1, 1) and pads == ((0, 0), (0, 0))
-      if enabled(policy, 'conv') or (pointwise and enabled(policy, 'conv_1x1')):
-        return conv_nhwc(lhs, rhs, strides, pads)
-    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                    dimension_numbers, feature_group_count, precision=precision, **kwargs)
-
-  return conv_general_dilated
-
-
-@functools.lru_cache(maxsize=None)  # one function per policy and size: the Winograd VJP's static argument
-def _same_kernel_grad(policy: str, size: int):
-  """(x, g) -> the kernel gradient of a SAME size x size stride-1 convolution, computed as `policy` asks (im2col
-  where it enables 'conv', else XLA's)."""
-  pad = (size - 1) // 2
-  pads = ((pad, pad), (pad, pad))
-  if enabled(policy, 'conv'):
-    return lambda x, g: conv_kernel_grad(x, g, (size, size, x.shape[3], g.shape[3]), (1, 1), pads)
-  return lambda x, g: _xla_kernel_grad(x, g, (size, size), pads)
 
 
 def _pooled_hw(xp: jax.Array, window: int, stride: int) -> Tuple[int, int]:

@@ -43,12 +43,11 @@ ImageSize = Union[int, Tuple[int, int]]
 
 
 class Inception(nnx.Module):
-  """Four parallel branches (1x1; 1x1->3x3; 1x1->5x5; 3x3 pool->1x1), concatenated on channels."""
+  """Four parallel branches (1x1; 1x1->3x3; 1x1->5x5; 3x3 pool->1x1), concatenated on channels. The three 1x1
+  convolutions that read the block's input run as one (layers.fused_1x1): the same parameters and results."""
 
-  def __init__(self, in_channels: int, widths: Sequence[int], conv_block: ConvBlock, custom_gradients: str = 'never',
-               fuse_1x1: bool = False):
+  def __init__(self, in_channels: int, widths: Sequence[int], conv_block: ConvBlock):
     c1, r3, c3, r5, c5, pool_proj = widths
-    self.custom_gradients, self.fuse_1x1 = custom_gradients, fuse_1x1
     self.conv_1x1 = conv_block(in_channels, c1, 1)
     self.conv_3x3_reduce = conv_block(in_channels, r3, 1)
     self.conv_3x3 = conv_block(r3, c3, 3, padding=1)
@@ -59,16 +58,13 @@ class Inception(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """[B, H, W, C_in] -> [B, H, W, out_channels]."""
-    units = (self.conv_1x1, self.conv_3x3_reduce, self.conv_5x5_reduce)  # the 1x1s that read x
-    if self.fuse_1x1:
-      out_1x1, reduced_3x3, reduced_5x5 = layers.fused_1x1(x, units)
-    else:
-      out_1x1, reduced_3x3, reduced_5x5 = (unit(x) for unit in units)
+    out_1x1, reduced_3x3, reduced_5x5 = layers.fused_1x1(x, (self.conv_1x1, self.conv_3x3_reduce,
+                                                              self.conv_5x5_reduce))
     branches = (
         out_1x1,
         self.conv_3x3(reduced_3x3),
         self.conv_5x5(reduced_5x5),
-        self.pool_proj(layers.max_pool(x, 3, 1, padding=1, custom_gradients=self.custom_gradients)),
+        self.pool_proj(layers.max_pool(x, 3, 1, padding=1)),
     )
     return jnp.concatenate(branches, axis=-1)
 
@@ -76,8 +72,8 @@ class Inception(nnx.Module):
 class PoolNorm(nnx.Module):
   """Stride-2 3x3 max pool (Caffe rounding), then LRN if enabled: the 'pool1' stage."""
 
-  def __init__(self, lrn: bool, custom_gradients: str = 'never'):
-    self.pool = layers.MaxPool(3, 2, custom_gradients=custom_gradients)
+  def __init__(self, lrn: bool):
+    self.pool = layers.MaxPool(3, 2)
     self.norm = layers.LocalResponseNorm() if lrn else None
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -161,8 +157,7 @@ class GoogLeNet(staged.StagedNet):
   def __init__(self, *, num_classes: int, image_size: ImageSize = 224,
                dtype: layers.DTypeLike = 'float32', dropout_rate: float = 0.4,
                aux_dropout_rate: float = 0.7, aux_heads: bool = True, batch_norm: bool = False,
-               bn_momentum: float = 0.9, bn_epsilon: float = 1e-3, custom_gradients: str = 'cpu',
-               fuse_1x1: bool = False, winograd: str = 'cpu', rngs: nnx.Rngs):
+               bn_momentum: float = 0.9, bn_epsilon: float = 1e-3, rngs: nnx.Rngs):
     """Creates all parameters eagerly.
 
     Args:
@@ -175,14 +170,6 @@ class GoogLeNet(staged.StagedNet):
       batch_norm: BatchNorm after every conv (convs without bias) instead of LRN.
       bn_momentum: running-statistics momentum of every BatchNorm.
       bn_epsilon: variance epsilon of every BatchNorm.
-      custom_gradients: where the convolution kernel and max-pool gradients use models/cpu_grads.py instead of
-        XLA's ('cpu': both, on CPU backends only; 'cpu_1x1': the max pool's and the 1x1 convolutions' kernel
-        gradients, on CPU backends; 'cpu_pool': only the max pool's, on CPU backends; 'always'; 'never'); the results
-        are the same (cpu_grads.POLICIES).
-      fuse_1x1: run each inception block's three 1x1 convolutions that read its input as one (layers.fused_1x1);
-        the same parameters and results.
-      winograd: where the 3x3 and 5x5 stride-1 float32 convolutions run on the Winograd kernel (models/winograd.py;
-        'cpu': on CPU backends where it is built, 'never'); the same parameters, results to float32 rounding.
       rngs: needs a 'params' stream (or a default one) for initialization.
     """
     self.num_classes = num_classes
@@ -192,25 +179,23 @@ class GoogLeNet(staged.StagedNet):
     self.deterministic = False
     if batch_norm:
       conv_block = functools.partial(layers.ConvBNReLU, momentum=bn_momentum, epsilon=bn_epsilon,
-                                     dtype=self.dtype, custom_gradients=custom_gradients, winograd=winograd,
-                                     rngs=rngs)
+                                     dtype=self.dtype, rngs=rngs)
     else:
-      conv_block = functools.partial(layers.ConvReLU, dtype=self.dtype, custom_gradients=custom_gradients,
-                                     winograd=winograd, rngs=rngs)
+      conv_block = functools.partial(layers.ConvReLU, dtype=self.dtype, rngs=rngs)
     lrn = not batch_norm
 
     self.conv1 = conv_block(3, 64, 7, stride=2, padding=3)
-    self.pool1 = PoolNorm(lrn, custom_gradients)
+    self.pool1 = PoolNorm(lrn)
     self.conv2 = Conv2(64, conv_block, lrn)
-    self.pool2 = layers.MaxPool(3, 2, custom_gradients=custom_gradients)
+    self.pool2 = layers.MaxPool(3, 2)
     channels = self.conv2.out_channels
     for name in STAGE_NAMES:
       if name.startswith('inception_'):
-        block = Inception(channels, INCEPTION_WIDTHS[name[-2:]], conv_block, custom_gradients, fuse_1x1)
+        block = Inception(channels, INCEPTION_WIDTHS[name[-2:]], conv_block)
         setattr(self, name, block)
         channels = block.out_channels
-    self.pool3 = layers.MaxPool(3, 2, custom_gradients=custom_gradients)
-    self.pool4 = layers.MaxPool(3, 2, custom_gradients=custom_gradients)
+    self.pool3 = layers.MaxPool(3, 2)
+    self.pool4 = layers.MaxPool(3, 2)
     self.head = ClassifierHead(channels, num_classes, dropout_rate, dtype=self.dtype, rngs=rngs)
     self.stage_names = STAGE_NAMES
 
@@ -227,13 +212,11 @@ class GoogLeNet(staged.StagedNet):
 @MODELS.register('googlenet')
 def googlenet(*, num_classes: int, image_size: ImageSize = 224,
               dtype: layers.DTypeLike = 'float32', dropout_rate: float = 0.4,
-              aux_dropout_rate: float = 0.7, aux_heads: bool = True, custom_gradients: str = 'cpu',
-              fuse_1x1: bool = False, winograd: str = 'cpu', rngs: nnx.Rngs) -> GoogLeNet:
+              aux_dropout_rate: float = 0.7, aux_heads: bool = True, rngs: nnx.Rngs) -> GoogLeNet:
   """The published GoogLeNet: ReLU convs with bias, LRN in the stem."""
   return GoogLeNet(num_classes=num_classes, image_size=image_size, dtype=dtype,
                    dropout_rate=dropout_rate, aux_dropout_rate=aux_dropout_rate,
-                   aux_heads=aux_heads, batch_norm=False, custom_gradients=custom_gradients, fuse_1x1=fuse_1x1,
-                   winograd=winograd, rngs=rngs)
+                   aux_heads=aux_heads, batch_norm=False, rngs=rngs)
 
 
 # Five stride-2 stages take 32 px to a 1x1 final map; below that the last stages' windows read only padding.
@@ -244,14 +227,12 @@ googlenet.min_image_size = 32
 def googlenet_bn(*, num_classes: int, image_size: ImageSize = 224,
                  dtype: layers.DTypeLike = 'float32', dropout_rate: float = 0.4,
                  aux_dropout_rate: float = 0.7, aux_heads: bool = True,
-                 bn_momentum: float = 0.9, bn_epsilon: float = 1e-3, custom_gradients: str = 'cpu',
-                 fuse_1x1: bool = False, winograd: str = 'cpu', rngs: nnx.Rngs) -> GoogLeNet:
+                 bn_momentum: float = 0.9, bn_epsilon: float = 1e-3, rngs: nnx.Rngs) -> GoogLeNet:
   """GoogLeNet with BatchNorm after every conv (convs without bias) and no LRN."""
   return GoogLeNet(num_classes=num_classes, image_size=image_size, dtype=dtype,
                    dropout_rate=dropout_rate, aux_dropout_rate=aux_dropout_rate,
                    aux_heads=aux_heads, batch_norm=True, bn_momentum=bn_momentum,
-                   bn_epsilon=bn_epsilon, custom_gradients=custom_gradients, fuse_1x1=fuse_1x1, winograd=winograd,
-                   rngs=rngs)
+                   bn_epsilon=bn_epsilon, rngs=rngs)
 
 
 googlenet_bn.min_image_size = 32

@@ -78,16 +78,15 @@ class InceptionResNet(staged.StagedNet):
 
   def __init__(self, variant: str, *, num_classes: int, image_size=299, dtype='float32', dropout_rate: float = 0.2,
                bn_momentum: float = 0.9997, bn_epsilon: float = 1e-3, bn_scale: bool = False,
-               custom_gradients: str = 'cpu', winograd: str = 'cpu', rngs: nnx.Rngs):
+               rngs: nnx.Rngs):
     spec = VARIANTS[variant]
     unit = blocks.setup(self, num_classes=num_classes, image_size=image_size, dtype=dtype, bn_momentum=bn_momentum,
-                        bn_epsilon=bn_epsilon, bn_scale=bn_scale, custom_gradients=custom_gradients,
-                        winograd=winograd, rngs=rngs)
-    residual = dict(dtype=self.dtype, custom_gradients=custom_gradients, rngs=rngs)
-    self.stem = blocks.Steps(3, spec['stem'], unit, custom_gradients)
+                        bn_epsilon=bn_epsilon, bn_scale=bn_scale, rngs=rngs)
+    residual = dict(dtype=self.dtype, rngs=rngs)
+    self.stem = blocks.Steps(3, spec['stem'], unit)
     channels, names = self.stem.out_channels, ['stem']
     if spec['entry'] is not None:
-      self.mixed_5b = blocks.Mixed(channels, spec['entry'], unit, custom_gradients)
+      self.mixed_5b = blocks.Mixed(channels, spec['entry'], unit)
       channels, names = self.mixed_5b.out_channels, names + ['mixed_5b']
     for i, (block, count, scale) in enumerate(spec['repeats']):
       last_grid = i == len(spec['repeats']) - 1
@@ -100,7 +99,7 @@ class InceptionResNet(staged.StagedNet):
       setattr(self, REPEAT_NAMES[i], blocks.Repeat(chain))
       names.append(REPEAT_NAMES[i])
       if i < len(spec['reductions']):
-        reduction = blocks.Mixed(channels, spec['reductions'][i], unit, custom_gradients)
+        reduction = blocks.Mixed(channels, spec['reductions'][i], unit)
         setattr(self, REDUCTION_NAMES[i], reduction)
         channels = reduction.out_channels
         names.append(REDUCTION_NAMES[i])
@@ -115,10 +114,10 @@ class InceptionResNet(staged.StagedNet):
 def _factory(variant: str):
   def build(*, num_classes: int, image_size=299, dtype='float32', dropout_rate: float = 0.2,
             bn_momentum: float = 0.9997, bn_epsilon: float = 1e-3, bn_scale: bool = False,
-            custom_gradients: str = 'cpu', winograd: str = 'cpu', rngs: nnx.Rngs) -> InceptionResNet:
+            rngs: nnx.Rngs) -> InceptionResNet:
     return InceptionResNet(variant, num_classes=num_classes, image_size=image_size, dtype=dtype,
                            dropout_rate=dropout_rate, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon,
-                           bn_scale=bn_scale, custom_gradients=custom_gradients, winograd=winograd, rngs=rngs)
+                           bn_scale=bn_scale, rngs=rngs)
   build.__doc__ = f'Inception-ResNet-{variant} (module docstring).'
   build.min_image_size = 75
   return build

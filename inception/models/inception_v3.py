@@ -83,16 +83,13 @@ class InceptionV3(staged.StagedNet):
 
   def __init__(self, *, num_classes: int, image_size=299, dtype='float32', dropout_rate: float = 0.2,
                aux_heads: bool = False, bn_momentum: float = 0.9997, bn_epsilon: float = 1e-3, bn_scale: bool = False,
-               pool_count_padding: bool = False, custom_gradients: str = 'cpu', winograd: str = 'cpu',
-               rngs: nnx.Rngs):
+               pool_count_padding: bool = False, rngs: nnx.Rngs):
     unit = blocks.setup(self, num_classes=num_classes, image_size=image_size, dtype=dtype, bn_momentum=bn_momentum,
-                        bn_epsilon=bn_epsilon, bn_scale=bn_scale, custom_gradients=custom_gradients,
-                        winograd=winograd, rngs=rngs)
-    self.stem = blocks.Steps(3, STEM, unit, custom_gradients)
+                        bn_epsilon=bn_epsilon, bn_scale=bn_scale, rngs=rngs)
+    self.stem = blocks.Steps(3, STEM, unit)
     channels, names = self.stem.out_channels, ['stem']
     for name, spec in BLOCKS:
-      block = blocks.Mixed(channels, blocks.count_padding(spec) if pool_count_padding else spec, unit,
-                           custom_gradients)
+      block = blocks.Mixed(channels, blocks.count_padding(spec) if pool_count_padding else spec, unit)
       setattr(self, name, block)
       channels = block.out_channels
       names.append(name)
@@ -109,15 +106,13 @@ class InceptionV3(staged.StagedNet):
 @MODELS.register('inception_v3')
 def inception_v3(*, num_classes: int, image_size=299, dtype='float32', dropout_rate: float = 0.2,
                  aux_heads: bool = False, bn_momentum: float = 0.9997, bn_epsilon: float = 1e-3,
-                 bn_scale: bool = False, pool_count_padding: bool = False, custom_gradients: str = 'cpu',
-                 winograd: str = 'cpu', rngs: nnx.Rngs) -> InceptionV3:
+                 bn_scale: bool = False, pool_count_padding: bool = False, rngs: nnx.Rngs) -> InceptionV3:
   """Inception-v3 (module docstring); `aux_heads` adds TF-slim's auxiliary classifier (weighted by loss.aux_weight,
   0.4 in the TF-slim recipe); `pool_count_padding` makes the 3x3 average pools divide by 9 at the borders too (PyTorch's
   default, as timm's weights were trained; TF and Keras average over the window's part inside the image)."""
   return InceptionV3(num_classes=num_classes, image_size=image_size, dtype=dtype, dropout_rate=dropout_rate,
                      aux_heads=aux_heads, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, bn_scale=bn_scale,
-                     pool_count_padding=pool_count_padding, custom_gradients=custom_gradients, winograd=winograd,
-                     rngs=rngs)
+                     pool_count_padding=pool_count_padding, rngs=rngs)
 
 
 inception_v3.min_image_size = 75  # Keras' minimum: 75 px gives a 1x1 map after Mixed_7a

@@ -48,16 +48,15 @@ class InceptionV4(staged.StagedNet):
 
   def __init__(self, *, num_classes: int, image_size=299, dtype='float32', dropout_rate: float = 0.2,
                bn_momentum: float = 0.9997, bn_epsilon: float = 1e-3, bn_scale: bool = False,
-               custom_gradients: str = 'cpu', winograd: str = 'cpu', rngs: nnx.Rngs):
+               rngs: nnx.Rngs):
     unit = blocks.setup(self, num_classes=num_classes, image_size=image_size, dtype=dtype, bn_momentum=bn_momentum,
-                        bn_epsilon=bn_epsilon, bn_scale=bn_scale, custom_gradients=custom_gradients,
-                        winograd=winograd, rngs=rngs)
-    self.stem = blocks.Steps(3, STEM, unit, custom_gradients)
+                        bn_epsilon=bn_epsilon, bn_scale=bn_scale, rngs=rngs)
+    self.stem = blocks.Steps(3, STEM, unit)
     channels, names = self.stem.out_channels, ['stem']
     for name, spec, count in LAYOUT:
       chain = []
       for _ in range(count):
-        chain.append(blocks.Mixed(channels, spec, unit, custom_gradients))
+        chain.append(blocks.Mixed(channels, spec, unit))
         channels = chain[-1].out_channels
       setattr(self, name, chain[0] if count == 1 else blocks.Repeat(chain))
       names.append(name)
@@ -69,11 +68,10 @@ class InceptionV4(staged.StagedNet):
 @MODELS.register('inception_v4')
 def inception_v4(*, num_classes: int, image_size=299, dtype='float32', dropout_rate: float = 0.2,
                  bn_momentum: float = 0.9997, bn_epsilon: float = 1e-3, bn_scale: bool = False,
-                 custom_gradients: str = 'cpu', winograd: str = 'cpu', rngs: nnx.Rngs) -> InceptionV4:
+                 rngs: nnx.Rngs) -> InceptionV4:
   """Inception-v4 (module docstring)."""
   return InceptionV4(num_classes=num_classes, image_size=image_size, dtype=dtype, dropout_rate=dropout_rate,
-                     bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, bn_scale=bn_scale,
-                     custom_gradients=custom_gradients, winograd=winograd, rngs=rngs)
+                     bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, bn_scale=bn_scale, rngs=rngs)
 
 
 inception_v4.min_image_size = 75

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from inception.models import cpu_grads
+from inception.models import ops
 
 DTypeLike = Union[str, jnp.dtype, type]
 Padding = Union[int, Tuple[int, int]]
@@ -61,7 +61,7 @@ def _pool_pads(size: int, window: int, stride: int, padding: int) -> Tuple[int, 
 
 def _reduce_pool(x: jax.Array, init, op, window: int, stride: int, padding: int, custom=None) -> jax.Array:
   """Square 2-D reduce_window over NHWC `x`, padded with `init` to Caffe's output size (`custom`: a function of
-  (x, window, stride, pads) computing the same pooling another way, as cpu_grads.max_pool_nhwc)."""
+  (x, window, stride, pads) computing the same pooling another way, as ops.max_pool)."""
   _, h, w, _ = x.shape
   pads = (_pool_pads(h, window, stride, padding), _pool_pads(w, window, stride, padding))
   if custom is not None:
@@ -73,11 +73,9 @@ def _reduce_pool(x: jax.Array, init, op, window: int, stride: int, padding: int,
                                                                           padding)]
 
 
-def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0, custom_gradients: str = 'never') -> jax.Array:
-  """Caffe max pooling on NHWC `x`; padding and the round-up overhang count as -inf. Where `custom_gradients`
-  (cpu_grads.POLICIES) is enabled, the gradient is cpu_grads.max_pool_nhwc's, free of select-and-scatter."""
-  custom = cpu_grads.max_pool_nhwc if cpu_grads.enabled(custom_gradients, 'max_pool') else None
-  return _reduce_pool(x, np.array(-np.inf, dtype=x.dtype), jax.lax.max, window, stride, padding, custom)
+def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Array:
+  """Caffe max pooling on NHWC `x`; padding and the round-up overhang count as -inf."""
+  return _reduce_pool(x, np.array(-np.inf, dtype=x.dtype), jax.lax.max, window, stride, padding, ops.max_pool)
 
 
 def _avg_pool_counts(size: int, window: int, stride: int, padding: int) -> np.ndarray:
@@ -183,12 +181,12 @@ def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: 
 class MaxPool(nnx.Module):
   """Stateless module wrapper of `max_pool` (Caffe ceil rounding), so a pool can be a stage."""
 
-  def __init__(self, window: int, stride: int, padding: int = 0, custom_gradients: str = 'never'):
-    self.window, self.stride, self.padding, self.custom_gradients = window, stride, padding, custom_gradients
+  def __init__(self, window: int, stride: int, padding: int = 0):
+    self.window, self.stride, self.padding = window, stride, padding
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """[B, H, W, C] -> [B, H', W', C] with Caffe's output size."""
-    return max_pool(x, self.window, self.stride, self.padding, self.custom_gradients)
+    return max_pool(x, self.window, self.stride, self.padding)
 
 
 class LocalResponseNorm(nnx.Module):
@@ -203,28 +201,24 @@ class LocalResponseNorm(nnx.Module):
 
 
 def make_conv(in_channels: int, out_channels: int, kernel: Padding, stride: int, padding: Padding,
-              use_bias: bool, bias_init: float, dtype: DTypeLike, custom_gradients: str, rngs: nnx.Rngs, *,
-              winograd: str = 'never') -> nnx.Conv:
-  """An nnx.Conv (kernel an int or (kh, kw)) with explicit symmetric padding, xavier kernel and float32 parameters;
-  `custom_gradients` (a cpu_grads policy) picks the matrix-product kernel gradient of cpu_grads.conv_nhwc, `winograd`
-  (a winograd.POLICIES entry) the Winograd kernel for 3x3 and 5x5 stride-1 convolutions."""
+              use_bias: bool, bias_init: float, dtype: DTypeLike, rngs: nnx.Rngs) -> nnx.Conv:
+  """An nnx.Conv (kernel an int or (kh, kw)) with explicit symmetric padding, xavier kernel and float32 parameters,
+  computed by ops.conv_general_dilated."""
   ph, pw = _pair(padding)
   return nnx.Conv(
       in_channels, out_channels, kernel_size=_pair(kernel), strides=(stride, stride),
       padding=((ph, ph), (pw, pw)), use_bias=use_bias, dtype=canonical_dtype(dtype),
       param_dtype=jnp.float32, kernel_init=xavier_init(),
       bias_init=jax.nn.initializers.constant(bias_init),
-      conv_general_dilated=cpu_grads.make_conv_general_dilated(custom_gradients, winograd), rngs=rngs)
+      conv_general_dilated=ops.conv_general_dilated, rngs=rngs)
 
 
 class ConvReLU(nnx.Module):
   """Convolution with bias, then ReLU: the GoogLeNet unit. The bias starts at 0.2, as in Caffe."""
 
   def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1,
-               padding: Padding = 0, *, bias_init: float = 0.2, dtype: DTypeLike = 'float32',
-               custom_gradients: str = 'never', winograd: str = 'never', rngs: nnx.Rngs):
-    self.conv = make_conv(in_channels, out_channels, kernel, stride, padding, True, bias_init, dtype,
-                          custom_gradients, rngs, winograd=winograd)
+               padding: Padding = 0, *, bias_init: float = 0.2, dtype: DTypeLike = 'float32', rngs: nnx.Rngs):
+    self.conv = make_conv(in_channels, out_channels, kernel, stride, padding, True, bias_init, dtype, rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """[B, H, W, C_in] -> [B, H', W', C_out] in the compute dtype."""
@@ -240,12 +234,10 @@ class ConvBNReLU(nnx.Module):
 
   def __init__(self, in_channels: int, out_channels: int, kernel: Padding, stride: int = 1,
                padding: Padding = 0, *, momentum: float = 0.9, epsilon: float = 1e-3, scale: bool = True,
-               dtype: DTypeLike = 'float32', custom_gradients: str = 'never', winograd: str = 'never',
-               rngs: nnx.Rngs):
+               dtype: DTypeLike = 'float32', rngs: nnx.Rngs):
     """`kernel` and `padding` are ints or (h, w) pairs; `scale=False` leaves BatchNorm without its multiplier (as
     Inception-v3 and Inception-ResNet are built in TF-slim and Keras)."""
-    self.conv = make_conv(in_channels, out_channels, kernel, stride, padding, False, 0.0, dtype, custom_gradients,
-                          rngs, winograd=winograd)
+    self.conv = make_conv(in_channels, out_channels, kernel, stride, padding, False, 0.0, dtype, rngs)
     # use_fast_variance=False: the two-pass var = E[(x - mean)^2], not E[x^2] - mean^2, which cancels badly when
     # mean >> std (as after a bias-free conv), e.g. in bfloat16.
     self.bn = nnx.BatchNorm(out_channels, momentum=momentum, epsilon=epsilon, use_fast_variance=False, use_scale=scale,

@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from inception.models import winograd
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,16 +53,16 @@ def _dot_multiply_adds(eqn) -> int:
 def count_multiply_adds(jaxpr) -> int:
   """Multiply-adds of all convolutions and dot products in a (closed) jaxpr, recursively.
 
-  Scan bodies are multiplied by their length; every branch of a cond is counted (an upper
-  bound); while loops count one iteration.
+  Scan bodies are multiplied by their length; every branch of a cond is counted (an upper bound), except that a
+  per-platform choice (ops.py's) counts its default branch, XLA's direct convolutions, whatever computes them on CPU;
+  while loops count one iteration.
   """
   jaxpr = getattr(jaxpr, 'jaxpr', jaxpr)  # ClosedJaxpr -> Jaxpr.
   total = 0
   for eqn in jaxpr.eqns:
     name = eqn.primitive.name
-    direct = winograd.direct_multiply_adds(eqn)
-    if direct is not None:  # a Winograd convolution counts as the direct one it computes
-      total += direct
+    if name == 'cond' and eqn.params.get('branches_platforms'):
+      total += count_multiply_adds(eqn.params['branches'][-1])
       continue
     if name == 'conv_general_dilated':
       total += _conv_multiply_adds(eqn)

@@ -25,21 +25,19 @@ class TinyInception(staged.StagedNet):
 
   def __init__(self, *, num_classes: int, image_size: googlenet.ImageSize = 64, dtype: layers.DTypeLike = 'float32',
                dropout_rate: float = 0.4, aux_dropout_rate: float = 0.7, aux_heads: bool = True,
-               bn_momentum: float = 0.9, bn_epsilon: float = 1e-3, custom_gradients: str = 'cpu',
-               fuse_1x1: bool = False, winograd: str = 'cpu', rngs: nnx.Rngs):
+               bn_momentum: float = 0.9, bn_epsilon: float = 1e-3, rngs: nnx.Rngs):
     """The arguments mean what they mean for googlenet.GoogLeNet (with batch_norm=True)."""
     self.num_classes = num_classes
     self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     self.dtype = layers.canonical_dtype(dtype)
     self.deterministic = False
     conv_block = functools.partial(layers.ConvBNReLU, momentum=bn_momentum, epsilon=bn_epsilon, dtype=self.dtype,
-                                   custom_gradients=custom_gradients, winograd=winograd, rngs=rngs)
+                                   rngs=rngs)
     self.conv1 = conv_block(3, 32, 7, stride=2, padding=3)
-    self.pool1 = layers.MaxPool(3, 2, custom_gradients=custom_gradients)
-    self.inception_3a = googlenet.Inception(32, WIDTHS['3a'], conv_block, custom_gradients, fuse_1x1)
-    self.inception_3b = googlenet.Inception(self.inception_3a.out_channels, WIDTHS['3b'], conv_block,
-                                            custom_gradients, fuse_1x1)
-    self.pool2 = layers.MaxPool(3, 2, custom_gradients=custom_gradients)
+    self.pool1 = layers.MaxPool(3, 2)
+    self.inception_3a = googlenet.Inception(32, WIDTHS['3a'], conv_block)
+    self.inception_3b = googlenet.Inception(self.inception_3a.out_channels, WIDTHS['3b'], conv_block)
+    self.pool2 = layers.MaxPool(3, 2)
     self.head = googlenet.ClassifierHead(self.inception_3b.out_channels, num_classes, dropout_rate,
                                          dtype=self.dtype, rngs=rngs)
     self.stage_names = STAGE_NAMES
@@ -56,14 +54,12 @@ class TinyInception(staged.StagedNet):
 @MODELS.register('inception_tiny')
 def inception_tiny(*, num_classes: int, image_size: googlenet.ImageSize = 64, dtype: layers.DTypeLike = 'float32',
                    dropout_rate: float = 0.4, aux_dropout_rate: float = 0.7, aux_heads: bool = True,
-                   bn_momentum: float = 0.9, bn_epsilon: float = 1e-3, custom_gradients: str = 'cpu',
-                   fuse_1x1: bool = False, winograd: str = 'cpu', rngs: nnx.Rngs) -> TinyInception:
+                   bn_momentum: float = 0.9, bn_epsilon: float = 1e-3, rngs: nnx.Rngs) -> TinyInception:
   """The smoke-test network (module docstring); it takes the BN GoogLeNet's model keys, so any `mini` run can switch
   to it with --config.model.name=inception_tiny."""
   return TinyInception(num_classes=num_classes, image_size=image_size, dtype=dtype, dropout_rate=dropout_rate,
                        aux_dropout_rate=aux_dropout_rate, aux_heads=aux_heads, bn_momentum=bn_momentum,
-                       bn_epsilon=bn_epsilon, custom_gradients=custom_gradients, fuse_1x1=fuse_1x1,
-                       winograd=winograd, rngs=rngs)
+                       bn_epsilon=bn_epsilon, rngs=rngs)
 
 
 # The aux head's 5x5/3 pool needs a 5 px map after the stem (4x downsampling): 20 px in.

@@ -26,8 +26,6 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 LIBRARY = Path(__file__).resolve().parent / 'kernels' / '_winograd.so'
 TARGET = 'inception_winograd_conv'
-# model.winograd -> where 3x3 and 5x5 stride-1 float32 convolutions use the kernel: 'cpu' on CPU backends, 'never'.
-POLICIES = ('cpu', 'never')
 KERNEL_SIZES = (3, 5)
 LANES = 16  # input and output channels must be multiples of this (the kernel's widest vector)
 POINTS = (0, 1, -1, 2, -2)  # the interpolation points of both transforms, and infinity (kernels/winograd_isa.cc)
@@ -65,26 +63,9 @@ def isa() -> str:
   return lib.InceptionWinogradIsa().decode() if lib else ''
 
 
-def _check(policy: str) -> None:
-  if policy not in POLICIES:
-    raise ValueError(f'winograd={policy!r}: use one of {", ".join(POLICIES)}.')
-
-
-def describe(policy: str) -> str:
-  """One line for logs and benchmarks: what computes the 3x3 and 5x5 convolutions under `policy`."""
-  _check(policy)
-  if policy == 'never' or jax.default_backend() != 'cpu':
-    return f'convolutions: XLA\'s (model.winograd={policy}, {jax.default_backend()} backend)'
-  built = isa()
-  return (f'convolutions: Winograd kernel, {built} build, for 3x3 and 5x5' if built else
-          'convolutions: XLA\'s (the Winograd kernel is not built: make install)')
-
-
-def enabled(policy: str) -> bool:
-  """Whether `policy` (one of POLICIES) puts 3x3 and 5x5 convolutions on the kernel for the backend being traced
-  for."""
-  _check(policy)
-  return policy == 'cpu' and jax.default_backend() == 'cpu' and library() is not None
+def available() -> bool:
+  """Whether the kernel is built and loaded (ops.py then uses it in steps lowered for CPU)."""
+  return library() is not None
 
 
 def applies(x: jax.Array, kernel: jax.Array, strides, pads) -> bool:
@@ -117,7 +98,7 @@ def _require_library() -> ctypes.CDLL:
   lib = library()
   if lib is None:
     raise RuntimeError(f'The Winograd kernel is not built ({LIBRARY}): run `make install` or '
-                       '`python -m inception.models.kernels.build`, or set model.winograd=never.')
+                       '`python -m inception.models.kernels.build`, or set --config.cpu_kernels=False.')
   return lib
 
 
@@ -182,23 +163,14 @@ def _bwd(kernel_grad, residuals, g):
 conv.defvjp(_fwd, _bwd)
 
 
-def _calls_kernel(jaxpr) -> bool:
+def calls_kernel(jaxpr) -> bool:
   """Whether a (closed) jaxpr calls the kernel, at any depth."""
   for eqn in getattr(jaxpr, 'jaxpr', jaxpr).eqns:
     if eqn.primitive.name == 'ffi_call' and eqn.params.get('target_name') == TARGET:
       return True
-    if any(_calls_kernel(v) for v in eqn.params.values() if hasattr(getattr(v, 'jaxpr', v), 'eqns')):
+    if any(calls_kernel(v) for v in eqn.params.values() if hasattr(getattr(v, 'jaxpr', v), 'eqns')):
       return True
   return False
-
-
-def direct_multiply_adds(eqn) -> Optional[int]:
-  """For the jaxpr equation of a traced `conv`: the multiply-adds of the direct convolution it stands for,
-  N * H * W * K * r * r * C (what a model summary counts, whatever computes it); None for any other equation."""
-  if eqn.primitive.name != 'custom_vjp_call' or not _calls_kernel(eqn.params['call_jaxpr']):
-    return None
-  x, kernel = (v.aval.shape for v in eqn.invars[-2:])
-  return math.prod(x[:3]) * math.prod(kernel)
 
 
 # A kernel call in compiled HLO text: its output [N, H, W, K], the length of its transformed kernel (36 * C * K) and

@@ -1,5 +1,6 @@
 """The custom CPU gradients (models/cpu_grads.py) equal XLA's: convolution kernel and input gradients for every
-kernel, stride and padding GoogLeNet uses, max-pool gradients on inputs without ties, and a whole model's gradients."""
+kernel, stride and padding GoogLeNet uses, max-pool gradients on inputs without ties, and a whole model's gradients
+with the CPU kernels on and off (models/ops.py)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +8,13 @@ import pytest
 from flax import nnx
 
 from inception import models
-from inception.models import cpu_grads, layers
+from inception.models import cpu_grads, layers, ops
+
+
+def _pool(x, window, stride, padding, kernels: bool):
+  """layers.max_pool with the CPU kernels (cpu_grads.max_pool_nhwc on this CPU machine) on or off."""
+  with ops.cpu_kernels(kernels):
+    return layers.max_pool(x, window, stride, padding)
 
 
 def _conv_grads(fn, x, kernel, strides, pads):
@@ -46,21 +53,20 @@ def test_max_pool_gradient_equals_xla_without_ties(size, window, stride, padding
   x = jnp.asarray(np.random.RandomState(1).permutation(2 * size * size * 3).reshape(2, size, size, 3), jnp.float32)
   weights = jnp.cos(jnp.arange(10_000, dtype=jnp.float32))
 
-  def loss(x, policy):
-    y = layers.max_pool(x, window, stride, padding, custom_gradients=policy)
+  def loss(x, kernels):
+    y = _pool(x, window, stride, padding, kernels)
     return jnp.sum(y * weights[:y.size].reshape(y.shape))
 
-  ours = jax.grad(loss)(x, 'always')
-  xla = jax.grad(loss)(x, 'never')
-  np.testing.assert_array_equal(layers.max_pool(x, window, stride, padding, 'always'),
-                                layers.max_pool(x, window, stride, padding, 'never'))
+  ours = jax.grad(loss)(x, True)
+  xla = jax.grad(loss)(x, False)
+  np.testing.assert_array_equal(_pool(x, window, stride, padding, True), _pool(x, window, stride, padding, False))
   np.testing.assert_allclose(ours, xla, rtol=1e-5, atol=1e-7)  # sums of several windows: another order
   assert float(jnp.abs(ours).sum()) > 0
 
 
 def test_max_pool_gradient_of_a_tie_goes_to_the_first_maximum_once():
   x = jnp.zeros((1, 3, 3, 1))
-  grad = jax.grad(lambda x: layers.max_pool(x, 3, 1, 0, 'always').sum())(x)
+  grad = jax.grad(lambda x: _pool(x, 3, 1, 0, True).sum())(x)
   assert grad[0, 0, 0, 0] == 1 and float(grad.sum()) == 1
 
 
@@ -81,9 +87,9 @@ def test_max_pool_gradient_with_many_ties_follows_the_row_major_rule(size, windo
   """Small integers tie in most windows; a tie at (0, 2) and (1, 0) is row-major's (0, 2), column-major's (1, 0)."""
   x = np.random.RandomState(2).randint(0, 3, (2, size, size, 4)).astype(np.float32)
   x[0, :3, :3, 0] = [[0, 0, 5], [5, 0, 0], [0, 0, 0]]
-  y = layers.max_pool(jnp.asarray(x), window, stride, padding, 'always')
+  y = _pool(jnp.asarray(x), window, stride, padding, True)
   g = np.random.RandomState(3).rand(*y.shape).astype(np.float32)
-  _, vjp = jax.vjp(lambda x: layers.max_pool(x, window, stride, padding, 'always'), jnp.asarray(x))
+  _, vjp = jax.vjp(lambda x: _pool(x, window, stride, padding, True), jnp.asarray(x))
   np.testing.assert_allclose(vjp(jnp.asarray(g))[0], _first_max_gradient(x, window, stride, padding, g), rtol=1e-6)
 
 
@@ -93,35 +99,20 @@ def test_max_pool_forward_under_differentiation_equals_xla_and_keeps_nan(stride)
   so a diverging activation still reaches the loss."""
   x = np.random.RandomState(4).randint(0, 3, (2, 9, 9, 3)).astype(np.float32)
   x[1, 4, 4, 2] = np.nan
-  pool = lambda x: layers.max_pool(x, 3, stride, 1, 'always')
+  pool = lambda x: _pool(x, 3, stride, 1, True)
   y = jax.jit(lambda x: jax.vjp(pool, x)[0])(jnp.asarray(x))
-  np.testing.assert_array_equal(y, layers.max_pool(jnp.asarray(x), 3, stride, 1, 'never'))
+  np.testing.assert_array_equal(y, _pool(jnp.asarray(x), 3, stride, 1, False))
   assert np.isnan(y[1]).any() and not np.isnan(y[0]).any()
 
 
-def test_policy_follows_the_backend():
-  on_cpu = jax.default_backend() == 'cpu'
-  for op in cpu_grads.OPS:
-    assert cpu_grads.enabled('cpu', op) == on_cpu
-    assert cpu_grads.enabled('always', op) and not cpu_grads.enabled('never', op)
-  assert cpu_grads.enabled('cpu_pool', 'max_pool') == on_cpu and not cpu_grads.enabled('cpu_pool', 'conv')
-  assert cpu_grads.enabled('cpu_1x1', 'conv_1x1') == cpu_grads.enabled('cpu_1x1', 'max_pool') == on_cpu
-  assert not cpu_grads.enabled('cpu_1x1', 'conv') and not cpu_grads.enabled('cpu_pool', 'conv_1x1')
-  with pytest.raises(ValueError, match='custom_gradients'):
-    cpu_grads.enabled('sometimes', 'conv')
-  with pytest.raises(ValueError, match='No custom gradient'):
-    cpu_grads.enabled('cpu', 'lrn')
-
-
-def test_model_gradients_equal_with_and_without_custom_gradients():
+def test_model_gradients_equal_with_and_without_the_cpu_kernels():
   """The published network (every conv and pool kind, LRN, aux heads) from the same init seed gives the same loss and
-  gradients either way: only the backward changes."""
+  gradients with the CPU kernels (Winograd, the 1x1 and max-pool gradients) and with XLA's ops."""
   name = 'googlenet'
   images = jnp.asarray(np.random.RandomState(2).normal(size=(2, 48, 48, 3)), jnp.float32)
   grads = {}
-  for policy in ('always', 'never'):
-    model = models.build({'name': name, 'custom_gradients': policy}, num_classes=5, image_size=48,
-                         rngs=nnx.Rngs(params=0))
+  for kernels in (True, False):
+    model = models.build({'name': name}, num_classes=5, image_size=48, rngs=nnx.Rngs(params=0))
     model.train()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
@@ -129,8 +120,8 @@ def test_model_gradients_equal_with_and_without_custom_gradients():
       logits, aux = nnx.merge(graphdef, params, rest, copy=True)(images, rngs=nnx.Rngs(dropout=0))
       return jnp.sum(logits ** 2) + sum(jnp.sum(a ** 2) for a in aux)
 
-    grads[policy] = jax.jit(jax.value_and_grad(loss))(params)
-  (loss_a, grad_a), (loss_b, grad_b) = grads['always'], grads['never']
+    grads[kernels] = jax.jit(ops.traced_with(kernels, jax.value_and_grad(loss)))(params)
+  (loss_a, grad_a), (loss_b, grad_b) = grads[True], grads[False]
   np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
   flat_a, flat_b = jax.tree.leaves(grad_a), jax.tree.leaves(grad_b)
   assert len(flat_a) == len(flat_b) > 50
@@ -140,14 +131,15 @@ def test_model_gradients_equal_with_and_without_custom_gradients():
 
 @pytest.mark.parametrize('kernel,stride,pad,custom', [
     (1, 1, 0, True),    # a 1x1 stride-1 convolution: the matrix-product kernel gradient
-    (3, 1, 1, False),   # KxK kernels keep XLA's gradient under 'cpu_1x1'
+    (3, 1, 1, False),   # KxK kernels keep XLA's gradient (or go to the Winograd kernel)
     (1, 2, 0, False),   # so do strided 1x1s
     (1, 1, 1, False),   # and padded ones
 ])
-def test_cpu_1x1_policy_takes_only_the_pointwise_convolutions(kernel, stride, pad, custom):
-  conv = cpu_grads.make_conv_general_dilated('cpu_1x1')
+def test_the_matrix_product_kernel_gradient_takes_only_the_pointwise_convolutions(kernel, stride, pad, custom):
   x, k = jnp.ones((1, 6, 6, 2)), jnp.ones((kernel, kernel, 2, 3))
   dims = jax.lax.conv_dimension_numbers(x.shape, k.shape, ('NHWC', 'HWIO', 'NHWC'))
-  jaxpr = str(jax.make_jaxpr(lambda x, k: conv(x, k, (stride, stride), ((pad, pad), (pad, pad)),
-                                               dimension_numbers=dims))(x, k))
-  assert ('custom_vjp_call' in jaxpr) == (custom and jax.default_backend() == 'cpu')
+  for kernels in (True, False):
+    with ops.cpu_kernels(kernels):
+      jaxpr = str(jax.make_jaxpr(lambda x, k: ops.conv_general_dilated(x, k, (stride, stride), ((pad, pad), (pad, pad)),
+                                                                       dimension_numbers=dims))(x, k))
+    assert ('custom_vjp_call' in jaxpr) == (custom and kernels)

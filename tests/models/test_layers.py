@@ -206,7 +206,7 @@ def test_pools_and_lrn_are_differentiable():
 @pytest.mark.parametrize('unit', [layers.ConvReLU, layers.ConvBNReLU])
 def test_fused_1x1_equals_the_separate_convolutions_and_their_gradients(unit):
   """Three 1x1 units reading one input, as one convolution: same outputs, same gradients, same BN statistics."""
-  units = [unit(6, c, 1, custom_gradients='always', rngs=nnx.Rngs(params=i)) for i, c in enumerate((4, 3, 5))]
+  units = [unit(6, c, 1, rngs=nnx.Rngs(params=i)) for i, c in enumerate((4, 3, 5))]
   for u in units:
     if hasattr(u, 'bn'):
       u.bn.use_running_average = False

@@ -16,7 +16,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from inception import models
-from inception.models import cpu_grads, summary, winograd
+from inception.models import ops, summary, winograd
 from inception.models.kernels import build
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
@@ -42,7 +42,7 @@ def _xla(x, kernel):
 
 
 def _kernel_grad(r):
-  return lambda x, g: cpu_grads._xla_kernel_grad(x, g, (r, r), _same(r))  # pylint: disable=protected-access
+  return ops._xla_kernel_grad(r)  # pylint: disable=protected-access
 
 
 def _data(shape, c_out, r=3, seed=0):
@@ -133,11 +133,6 @@ def test_build_without_a_compiler_says_so_and_leaves_the_library_alone(monkeypat
   assert 'no C++ compiler' in capsys.readouterr().err
 
 
-def test_the_logged_setting_is_the_models_default_where_the_config_leaves_it_out():
-  assert models.model_setting({'name': 'googlenet'}, 'winograd') == 'cpu'
-  assert models.model_setting({'name': 'googlenet', 'winograd': 'never'}, 'winograd') == 'never'
-
-
 def test_applies_only_to_what_the_kernel_computes():
   x, kernel = jnp.zeros((1, 8, 8, 16)), jnp.zeros((3, 3, 16, 32))
   assert winograd.applies(x, kernel, (1, 1), PADS)
@@ -150,44 +145,41 @@ def test_applies_only_to_what_the_kernel_computes():
   assert not winograd.applies(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16), (1, 1), PADS)
   assert not winograd.applies(jnp.zeros((1, 8, 8, 24)), jnp.zeros((3, 3, 24, 32)), (1, 1), PADS)
   assert not winograd.applies(x, jnp.zeros((3, 3, 16, 40)), (1, 1), PADS)
-  with pytest.raises(ValueError, match="winograd='gpu': use one of cpu, never"):
-    winograd.enabled('gpu')
-  with pytest.raises(ValueError, match="winograd='gpu': use one of cpu, never"):
-    winograd.describe('gpu')
-  assert winograd.describe('never') == "convolutions: XLA's (model.winograd=never, cpu backend)"
 
 
 def test_describe_names_the_build():
   _require_kernel()
-  assert winograd.describe('cpu') == f'convolutions: Winograd kernel, {winograd.isa()} build, for 3x3 and 5x5'
+  assert f'Winograd kernel ({winograd.isa()} build)' in ops.describe(True, 'cpu')
   assert winograd.isa() in ('avx512', 'avx2', 'generic')
+  assert ops.describe(False, 'cpu') == "convolutions: XLA's, and its pools (cpu_kernels=False)"
+  assert 'Winograd' not in ops.describe(True, 'tpu')
 
 
-def _googlenet(policy):
-  return models.build({'name': 'googlenet', 'winograd': policy}, num_classes=5, image_size=64,
-                      rngs=nnx.Rngs(params=0))
+def _googlenet():
+  return models.build({'name': 'googlenet'}, num_classes=5, image_size=64, rngs=nnx.Rngs(params=0))
 
 
 def _winograd_layers(jaxpr) -> int:
-  """How many Winograd convolutions a (closed) jaxpr traces, at any depth."""
+  """How many Winograd convolutions (forward calls of the kernel) a (closed) jaxpr traces, at any depth."""
   count = 0
   for eqn in getattr(jaxpr, 'jaxpr', jaxpr).eqns:
-    if winograd.direct_multiply_adds(eqn) is not None:
+    if eqn.primitive.name == 'custom_vjp_call' and winograd.calls_kernel(eqn.params['call_jaxpr']):
       count += 1
     else:
       count += sum(_winograd_layers(v) for v in eqn.params.values() if hasattr(getattr(v, 'jaxpr', v), 'eqns'))
+      count += sum(_winograd_layers(b) for b in eqn.params.get('branches', ()))
   return count
 
 
 def test_googlenet_runs_its_3x3_convolutions_on_the_kernel():
-  """The published net with winograd='cpu' calls the kernel in its 10 3x3 layers and the 7 of its 9 5x5 layers whose
-  channel counts are multiples of 16 (4b and 4c read 24), and gives XLA's loss and gradients to float32 rounding (the
-  same init seed, the same dropout draws); with 'never' it does not call it."""
+  """With the CPU kernels on, the published net calls the kernel in its 10 3x3 layers and the 7 of its 9 5x5 layers
+  whose channel counts are multiples of 16 (4b and 4c read 24), and gives XLA's loss and gradients to float32
+  rounding (the same init seed, the same dropout draws); with them off it does not call it."""
   _require_kernel()
   images = jnp.asarray(np.random.default_rng(2).standard_normal((2, 64, 64, 3)), jnp.float32)
   results = {}
-  for policy in ('cpu', 'never'):
-    model = _googlenet(policy)
+  for kernels in (True, False):
+    model = _googlenet()
     model.train()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
@@ -195,8 +187,9 @@ def test_googlenet_runs_its_3x3_convolutions_on_the_kernel():
       logits, aux = nnx.merge(graphdef, params, rest, copy=True)(images, rngs=nnx.Rngs(dropout=0))
       return jnp.sum(logits ** 2) + sum(jnp.sum(a ** 2) for a in aux)
 
-    results[policy] = jax.jit(jax.value_and_grad(loss))(params), _winograd_layers(jax.make_jaxpr(loss)(params))
-  ((loss_a, grad_a), layers_a), ((loss_b, grad_b), layers_b) = results['cpu'], results['never']
+    traced = ops.traced_with(kernels, jax.value_and_grad(loss))
+    results[kernels] = jax.jit(traced)(params), _winograd_layers(jax.make_jaxpr(ops.traced_with(kernels, loss))(params))
+  ((loss_a, grad_a), layers_a), ((loss_b, grad_b), layers_b) = results[True], results[False]
   assert (layers_a, layers_b) == (17, 0)
   np.testing.assert_allclose(loss_a, loss_b, rtol=1e-4)
   flat_a, flat_b = jax.tree.leaves(grad_a), jax.tree.leaves(grad_b)
@@ -209,8 +202,11 @@ def test_summary_and_benchmark_count_the_direct_convolution():
   """The model summary counts a Winograd layer as its direct convolution's multiply-adds (the paper's totals do
   not depend on the kernel), and direct_flops reads the same from the compiled program."""
   _require_kernel()
-  build_net = lambda policy: nnx.eval_shape(lambda: _googlenet(policy))  # noqa: E731
-  assert summary.summarize(build_net('cpu'), 64)[1] == summary.summarize(build_net('never'), 64)[1]
+  net = nnx.eval_shape(_googlenet)
+  with ops.cpu_kernels(True):
+    with_kernels = summary.summarize(net, 64)[1]
+  with ops.cpu_kernels(False):
+    assert with_kernels == summary.summarize(net, 64)[1]
   x, k3, k5 = jnp.zeros((2, 8, 8, 16)), jnp.zeros((3, 3, 16, 32)), jnp.zeros((5, 5, 32, 48))
   fn = jax.jit(lambda x, k3, k5: winograd.conv(winograd.conv(x, k3, None), k5, None))
   hlo = fn.lower(x, k3, k5).compile().as_text()
