@@ -1,13 +1,16 @@
 """`python -m inception.models NAME [--num-classes N] [--image-size S]`: print a model summary.
 
-The model is built abstractly (nnx.eval_shape), so no parameters are materialized.
+The model is built abstractly (nnx.eval_shape), so no parameters are materialized. The last line names what computes
+the convolutions and pools on this machine's backend with the CPU kernels on (models/ops.py).
 """
 from typing import Optional, Sequence
 
+import jax
 from flax import nnx
 
 from inception import command
 from inception.models import MODELS
+from inception.models import ops
 from inception.models import summary
 
 
@@ -26,6 +29,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
       num_classes=args.num_classes, image_size=args.image_size, rngs=nnx.Rngs(params=0)))
   rows, totals = summary.summarize(model, args.image_size)
   print(summary.format_summary(rows, totals))
+  print(ops.describe(ops.DEFAULT, jax.default_backend()))
 
 
 if __name__ == '__main__':

@@ -87,11 +87,13 @@ def test_summarize_googlenet_totals_and_rows():
 
 
 def test_command_line_prints_totals():
-  """The command ends with the total lines."""
+  """The command ends with the total lines, then the line naming what computes the convolutions."""
   result = subprocess.run([sys.executable, '-m', 'inception.models', 'googlenet'],
                           cwd=REPO_ROOT, capture_output=True, text=True, check=True,
                           timeout=120)
-  last = result.stdout.strip().splitlines()[-4:]
+  *_, params, stats, no_aux, macs, path = result.stdout.strip().splitlines()
+  last = [params, stats, no_aux, macs]
+  assert path.startswith('convolutions: CPU kernels on'), path
   assert last[0] == 'params: 13378280'
   assert last[1] == 'batch statistics: 0'  # LRN, no BatchNorm
   assert last[2] == 'params without aux heads: 6998552'
