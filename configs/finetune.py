@@ -13,8 +13,8 @@ The model keys and input convention must be the weights' (the loop refuses a mis
 
 `:mini_pretrain` and `:mini`: the mechanics shown on the data here, as no ImageNet weights can be downloaded. The BN
 GoogLeNet is pretrained on the 91 Caltech 101 classes the embedded subset does not have (../shared/data/caltech101),
-then fine-tuned on the embedded 10 classes (EMA top-1 0.776 after 6 epochs, against 0.686 from scratch: 2-core
-machine, docs/pretrained.md); `--config.init_from=` (empty) trains the same recipe from scratch:
+then fine-tuned on the embedded 10 classes (EMA top-1 0.776 after 6 epochs, against 0.686 from scratch: one run each,
+docs/pretrained.md); `--config.init_from=` (empty) trains the same recipe from scratch:
 
   python -m inception.main --config=configs/finetune.py:mini_pretrain
   python -m inception.main --config=configs/finetune.py:mini

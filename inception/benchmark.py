@@ -14,7 +14,7 @@ profile plugin or Perfetto reads it; `benchmarks/profile_ops.py` sums it by op).
 Variants side by side (this machine's speed drifts by up to 20% within an hour, so separate runs compare badly):
 
   python -m inception.benchmark --config=configs/googlenet.py --mode=eval --batch=32 --steps=3 --rounds=5 \
-      --variant="fused:model.fuse_1x1=True" [--variant="NAME:key=value key=value" ...]
+      --variant="xla:cpu_kernels=False" [--variant="NAME:key=value key=value" ...]
 
 compiles the config as given (`base`) and each variant (its overrides applied, keys as after --config.) in one
 process, then times them in alternating rounds and prints each one's median and its speed against base.
@@ -30,13 +30,12 @@ found on TPU pods and SLURM); --batch stays the global batch, and every process 
 """
 import json
 import statistics
-import sys
 import time
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from inception import config_checks, host_memory
+from inception import command, config_checks, host_memory
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/googlenet.py:mini.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'input'], 'What to time.')
@@ -237,7 +236,7 @@ def parse_variants(texts, config) -> dict:
     if not sep or not name or name in configs or not pairs or any(not eq or not key for key, eq, _ in pairs):
       raise config_checks.ConfigError(
           f'--variant={text!r}: expected "NAME:key=value [key=value ...]" with a new name (not {", ".join(configs)})'
-          f' and at least one override, e.g. --variant="fused:model.fuse_1x1=True".')
+          f' and at least one override, e.g. --variant="xla:cpu_kernels=False".')
     configs[name] = config_checks.apply_overrides(config, [(key, value) for key, _, value in pairs],
                                                   where=f'--variant {name}')
   return configs
@@ -257,7 +256,7 @@ def report_comparison(figures: dict, rounds: int, steps: int) -> str:
 
 
 def _setting_lines(figures: dict) -> list:
-  """The lines naming what computes the convolutions (winograd.describe) and the process's malloc and huge pages
+  """The lines naming what computes the convolutions and pools (ops.describe) and the process's malloc and huge pages
   (host_memory.describe), where main recorded them."""
   return [figures[key] for key in ('convolutions', 'host_memory') if figures.get(key)]
 
@@ -286,32 +285,28 @@ def main(argv):
   if _VARIANT.value and (_MODE.value == 'input' or _PROFILE.value):
     raise app.UsageError('--variant compares train or eval steps without --profile: drop --variant, or use '
                          '--mode=train|eval without --profile.')
-  from inception import errors  # pylint: disable=import-outside-toplevel
   config = _apply_flags(_CONFIG.value)
-  try:
-    if _DISTRIBUTED.value:
-      from inception import distributed  # pylint: disable=import-outside-toplevel
-      distributed.initialize()  # incomplete settings: a DistributedSetupError, one line below
-    config_checks.check_config(config)
-    if _MODE.value == 'input':
-      figures = benchmark_input(config, _STEPS.value, _WARMUP.value)
-    elif _VARIANT.value:
-      configs = parse_variants(_VARIANT.value, config)
-      for variant in list(configs.values())[1:]:  # base was checked above
-        config_checks.check_config(variant)
-      figures = compare_steps(configs, _MODE.value, _NUM_CLASSES.value, _STEPS.value, _WARMUP.value, _ROUNDS.value)
-    else:
-      figures = benchmark_step(config, _MODE.value, _NUM_CLASSES.value, _STEPS.value, _WARMUP.value, _PROFILE.value)
-  except errors.UserError as e:  # a bad config or data: one line, as inception.main
-    sys.exit(f'{type(e).__name__}: {e}')
-  from inception import models  # pylint: disable=import-outside-toplevel
-  from inception.models import winograd  # pylint: disable=import-outside-toplevel
+  if _DISTRIBUTED.value:  # a bad config, data or distributed setting: a UserError, one line (inception/command.py)
+    from inception import distributed  # pylint: disable=import-outside-toplevel
+    distributed.initialize()
+  config_checks.check_config(config)
+  if _MODE.value == 'input':
+    figures = benchmark_input(config, _STEPS.value, _WARMUP.value)
+  elif _VARIANT.value:
+    configs = parse_variants(_VARIANT.value, config)
+    for variant in list(configs.values())[1:]:  # base was checked above
+      config_checks.check_config(variant)
+    figures = compare_steps(configs, _MODE.value, _NUM_CLASSES.value, _STEPS.value, _WARMUP.value, _ROUNDS.value)
+  else:
+    figures = benchmark_step(config, _MODE.value, _NUM_CLASSES.value, _STEPS.value, _WARMUP.value, _PROFILE.value)
+  import jax  # pylint: disable=import-outside-toplevel
+  from inception.models import ops  # pylint: disable=import-outside-toplevel
   memory = host_memory.describe()  # the malloc moves CPU figures by 10-30%
   for one, one_config in ([(figures[name], configs[name]) for name in figures] if _VARIANT.value
                           else [(figures, config)]):
     one['host_memory'] = memory
     if _MODE.value != 'input':
-      one['convolutions'] = winograd.describe(models.model_setting(one_config.model, 'winograd'))
+      one['convolutions'] = ops.describe(ops.setting(one_config), jax.default_backend())
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
       json.dump(figures, f, indent=2)
@@ -322,9 +317,8 @@ def main(argv):
 
 
 def run():
-  """The command: `--config.*` overrides checked first, then main (config_checks.run_app)."""
-  host_memory.restart_with_host_settings()
-  config_checks.run_app(main)
+  """The command (inception/command.py): `--config.*` overrides checked first; --mode=input computes no step."""
+  command.run(main, computes_steps=lambda: _MODE.value != 'input', check_config=True)
 
 
 if __name__ == '__main__':

@@ -5,10 +5,11 @@ ml_collections would otherwise fail with a bare AttributeError deep in flag pars
 import ast
 import os
 import runpy
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import ml_collections
 
+from inception.command import parse_config_args
 from inception.errors import UserError
 
 
@@ -27,23 +28,6 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     return get_config(arg) if arg else get_config()
   except ValueError as e:
     raise ConfigError(str(e)) from None
-
-
-def parse_overrides(argv: Sequence[str]) -> Tuple[Optional[str], List[Tuple[str, Optional[str]]]]:
-  """Returns the `--config` spec and the (key, value) overrides, accepting `--k=v` and `--k v` forms."""
-  spec, overrides = None, []
-  args = list(argv)
-  for i, a in enumerate(args):
-    if a.startswith('--config='):
-      spec = a.split('=', 1)[1]
-    elif a == '--config' and i + 1 < len(args):
-      spec = args[i + 1]
-    elif a.startswith('--config.'):
-      key, eq, value = a[len('--config.'):].partition('=')
-      if not eq:
-        value = args[i + 1] if i + 1 < len(args) else None
-      overrides.append((key, value))
-  return spec, overrides
 
 
 def _check_value(key: str, current, value: Optional[str]):
@@ -84,7 +68,7 @@ def _parse_value(current, value: Optional[str]):
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[Tuple[str, Optional[str]]],
                     where: str = 'the config') -> ml_collections.ConfigDict:
-  """A copy of `config` with `--config.key=value` overrides (parse_overrides' pairs) applied, each value read as the
+  """A copy of `config` with `--config.key=value` overrides (parse_config_args' pairs) applied, each value read as the
   type the key has; ConfigError for an unknown key or a wrong type (commands that load a run's saved config)."""
   config = ml_collections.ConfigDict(config.to_dict())
   for key, value in overrides:
@@ -103,7 +87,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[Tuple
 
 def check_overrides(argv: Sequence[str]) -> None:
   """Raises ConfigError for an override naming a key the config does not have, or a value of the wrong type."""
-  spec, overrides = parse_overrides(argv)
+  spec, overrides, _ = parse_config_args(argv)
   if spec is None or not overrides:
     return
   config = load_config(spec)
@@ -119,18 +103,6 @@ def check_overrides(argv: Sequence[str]) -> None:
       path.append(part)
     if not isinstance(node, ml_collections.ConfigDict):
       _check_value(key, node, value)
-
-
-def run_app(main) -> None:
-  """absl's app.run(main) for a command taking --config: the `--config.*` overrides are checked first, so a typo is
-  one line (`ConfigError: ...`, exit 1) instead of absl's traceback."""
-  import sys  # pylint: disable=import-outside-toplevel
-  from absl import app  # pylint: disable=import-outside-toplevel
-  try:
-    check_overrides(sys.argv[1:])
-  except ConfigError as e:
-    sys.exit(f'ConfigError: {e}')
-  app.run(main)
 
 
 def _between(lo, hi, lo_open=False, hi_open=False):
@@ -185,8 +157,6 @@ RULES = (
     ('model.dropout_rate', _between(0.0, 1.0, hi_open=True), 'a number in [0, 1)'),
     ('model.aux_dropout_rate', _between(0.0, 1.0, hi_open=True), 'a number in [0, 1)'),
     ('model.dtype', lambda x: x in ('float32', 'bfloat16', 'float16'), "'float32', 'bfloat16' or 'float16'"),
-    ('model.custom_gradients', lambda x: x in ('cpu', 'cpu_1x1', 'cpu_pool', 'always', 'never'),
-     "'cpu', 'cpu_1x1', 'cpu_pool', 'always' or 'never'"),
     ('log_every_steps', lambda x: x >= 1, 'an integer >= 1'),
     ('checkpoint_every_steps', lambda x: x >= 1, 'an integer >= 1'),
     ('keep_checkpoints', lambda x: x >= 1, 'an integer >= 1'),

@@ -9,8 +9,10 @@ Each run is evaluated with its own config (config.json; `--config.*` overrides a
 `--config.eval_batch_size=50`) on its eval split. The probabilities are averaged over an image's crops, and over the
 models of an ensemble (models may differ in architecture and input size). A single run writes
 W/eval_<crops>crops_<weights>.json; an ensemble writes eval_ensemble_<crops>crops_<weights>.json, and --table writes
-table.md and table.csv, in --out (default: the first workdir). The last line of a run or ensemble is
-`eval (<crops> crops, <weights> weights, <N> images): top1=... top5=... loss=...`. With --distributed (the
+table.md and table.csv, in --out (default: the first workdir). With --split=train the names end in `_train`
+(eval_1crops_ema_train.json, table_train.md), so the two splits' results never overwrite each other. Workdirs and
+--out may be local or gs://: every file goes through the path library (etils.epath). The last line of a run or an
+ensemble is `eval (<crops> crops, <weights> weights, <N> images): top1=... top5=... loss=...`. With --distributed (the
 coordinator from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, or found on TPU pods and SLURM) every
 host evaluates its share of the images, as in training; process 0 prints and writes.
 """
@@ -22,7 +24,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
 from absl import app, flags
 
-from inception import host_memory
+from inception import command
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The run to evaluate (its --config.workdir).')
 _WORKDIRS = flags.DEFINE_list('workdirs', None, 'Several runs: evaluated one by one, then as an ensemble.')
@@ -48,9 +50,17 @@ def evaluate_run(model, crops: int, mesh, split: str):
   return result, evaluator.last_rate, evaluator.batches.num_examples
 
 
-def _write(path: str, payload) -> None:
-  with open(path, 'w') as f:
-    f.write(payload if isinstance(payload, str) else json.dumps(payload, indent=2))
+def result_file(folder: str, stem: str, split: str, extension: str = 'json'):
+  """folder/<stem>.<extension> for the held-out split, folder/<stem>_<split>.<extension> for another, as an epath
+  (local or gs://)."""
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  return epath.Path(folder) / (f'{stem}.{extension}' if split == 'eval' else f'{stem}_{split}.{extension}')
+
+
+def _write(path, payload) -> None:
+  """Writes text or JSON to `path` (an epath: local or gs://), creating its folder (--out may be new)."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(payload if isinstance(payload, str) else json.dumps(payload, indent=2))
 
 
 def main(argv, overrides):
@@ -60,73 +70,59 @@ def main(argv, overrides):
   if not workdirs:
     raise app.UsageError('Pass --workdir=W (or --workdirs=W1,W2,... for an ensemble).')
   import jax  # pylint: disable=import-outside-toplevel
-  from inception import distributed, errors, sharding, trained  # pylint: disable=import-outside-toplevel
+  from inception import distributed, sharding, trained  # pylint: disable=import-outside-toplevel
   from inception.evaluators import table as report_table  # pylint: disable=import-outside-toplevel
   from inception.evaluators.multicrop import ensemble, scores  # pylint: disable=import-outside-toplevel
   out_dir = _OUT.value or workdirs[0]
   weights = _WEIGHTS.value
-  try:
-    if _DISTRIBUTED.value:
-      distributed.initialize()  # incomplete settings: a DistributedSetupError, one line below
-    mesh = sharding.make_mesh()
-    lead = jax.process_index() == 0
-    runs = [trained.load(w, mesh, overrides=overrides, step=_STEP.value, weights=weights) for w in workdirs]
-    distributed.barrier('evaluate_loaded')  # every host loaded: the first collective waits for no one for long
-    crop_counts = (1, 10, 144) if _TABLE.value else (int(_CROPS.value),)
-    results = {}  # (run index or 'ensemble', crops) -> scores
-    for crops in crop_counts:
-      members = []
-      for i, run in enumerate(runs):
-        (probs, labels, seen), rate, total = evaluate_run(run, crops, mesh, _SPLIT.value)
-        members.append((probs, labels, seen))
-        s = scores(probs, labels, seen)
-        s.update(rate, skipped=total - s['count'])
-        results[i, crops] = s
-        if lead:
-          print(f'{run.workdir} (step {run.step}): {rate["images_per_s"]:.1f} images/s, '
-                f'{rate["crops_per_s"]:.1f} crops/s', flush=True)
-          _write(os.path.join(run.workdir, f'eval_{crops}crops_{weights}.json'), {
-              'workdir': run.workdir, 'step': run.step, 'crops': crops, 'weights': weights, 'split': _SPLIT.value,
-              'images': s['count'], 'skipped_images': s['skipped'], 'top1': s['top1'], 'top5': s['top5'],
-              'loss': s['loss'], 'images_per_s': rate['images_per_s'], 'crops_per_s': rate['crops_per_s']})
-          print(result_line('', crops, weights, s), flush=True)
-      if len(runs) > 1:
-        s = scores(*ensemble(members))
-        results['ensemble', crops] = s
-        if lead:
-          _write(os.path.join(out_dir, f'eval_ensemble_{crops}crops_{weights}.json'), {
-              'workdirs': workdirs, 'steps': [r.step for r in runs], 'crops': crops, 'weights': weights,
-              'split': _SPLIT.value, 'images': s['count'], 'top1': s['top1'], 'top5': s['top5'], 'loss': s['loss']})
-          print(result_line(f'ensemble of {len(runs)} models, ', crops, weights, s), flush=True)
-  except (errors.UserError, ValueError) as e:
-    sys.exit(f'{type(e).__name__}: {e}')
+  if _DISTRIBUTED.value:  # a bad setting, config or checkpoint: a UserError, one line (inception/command.py)
+    distributed.initialize()
+  mesh = sharding.make_mesh()
+  lead = jax.process_index() == 0
+  runs = [trained.load(w, mesh, overrides=overrides, step=_STEP.value, weights=weights) for w in workdirs]
+  distributed.barrier('evaluate_loaded')  # every host loaded: the first collective waits for no one for long
+  crop_counts = (1, 10, 144) if _TABLE.value else (int(_CROPS.value),)
+  results = {}  # (run index or 'ensemble', crops) -> scores
+  for crops in crop_counts:
+    members = []
+    for i, run in enumerate(runs):
+      (probs, labels, seen), rate, total = evaluate_run(run, crops, mesh, _SPLIT.value)
+      members.append((probs, labels, seen))
+      s = scores(probs, labels, seen)
+      s.update(rate, skipped=total - s['count'])
+      results[i, crops] = s
+      if lead:
+        print(f'{run.workdir} (step {run.step}): {rate["images_per_s"]:.1f} images/s, '
+              f'{rate["crops_per_s"]:.1f} crops/s', flush=True)
+        _write(result_file(run.workdir, f'eval_{crops}crops_{weights}', _SPLIT.value), {
+            'workdir': run.workdir, 'step': run.step, 'crops': crops, 'weights': weights, 'split': _SPLIT.value,
+            'images': s['count'], 'skipped_images': s['skipped'], 'top1': s['top1'], 'top5': s['top5'],
+            'loss': s['loss'], 'images_per_s': rate['images_per_s'], 'crops_per_s': rate['crops_per_s']})
+        print(result_line('', crops, weights, s), flush=True)
+    if len(runs) > 1:
+      s = scores(*ensemble(members))
+      results['ensemble', crops] = s
+      if lead:
+        _write(result_file(out_dir, f'eval_ensemble_{crops}crops_{weights}', _SPLIT.value), {
+            'workdirs': workdirs, 'steps': [r.step for r in runs], 'crops': crops, 'weights': weights,
+            'split': _SPLIT.value, 'images': s['count'], 'top1': s['top1'], 'top5': s['top5'], 'loss': s['loss']})
+        print(result_line(f'ensemble of {len(runs)} models, ', crops, weights, s), flush=True)
   if _TABLE.value and lead:
     rows = report_table.table_rows(runs, results)
     markdown = report_table.markdown(rows)
-    _write(os.path.join(out_dir, 'table.md'), markdown)
-    _write(os.path.join(out_dir, 'table.csv'), report_table.csv(rows))
+    table_md, table_csv = (result_file(out_dir, 'table', _SPLIT.value, ext) for ext in ('md', 'csv'))
+    _write(table_md, markdown)
+    _write(table_csv, report_table.csv(rows))
     print(markdown, flush=True)
-    print(f'Wrote {os.path.join(out_dir, "table.md")} and table.csv.', flush=True)
+    print(f'Wrote {table_md} and {table_csv.name}.', flush=True)
 
 
 def run():
-  """Splits off the `--config.key=value` overrides (they apply to each run's saved config), then runs main."""
-  host_memory.restart_with_host_settings()
-  argv, overrides = [], []
-  args = sys.argv[1:]
-  i = 0
-  while i < len(args):
-    a = args[i]
-    if a.startswith('--config.'):
-      key, eq, value = a[len('--config.'):].partition('=')
-      if not eq and i + 1 < len(args) and not args[i + 1].startswith('--'):
-        value, i = args[i + 1], i + 1
-      overrides.append((key, value if (eq or value) else None))
-    else:
-      argv.append(a)
-    i += 1
-  sys.argv = [sys.argv[0]] + argv
-  app.run(lambda argv: main(argv, overrides))
+  """The command (inception/command.py): the `--config.key=value` overrides split off (they apply to each run's saved
+  config), then main; it computes steps."""
+  args = command.parse_config_args(sys.argv[1:])
+  spec = [] if args.spec is None else [f'--config={args.spec}']  # not a flag of this command: absl says so
+  command.run(lambda argv: main(argv, args.overrides), computes_steps=True, argv=[sys.argv[0], *spec, *args.rest])
 
 
 if __name__ == '__main__':

@@ -1,5 +1,6 @@
-"""Host memory settings for the commands: oneTBB's malloc, which keeps freed big blocks for reuse, and transparent
-huge pages for glibc's. The commands restart themselves once with them in the environment (docs/performance.md).
+"""Host memory settings for the commands whose steps XLA:CPU computes: oneTBB's malloc, which keeps freed big blocks
+for reuse, and transparent huge pages for glibc's. Such a command restarts itself once with them in its environment
+(inception/command.py decides when; docs/performance.md has the figures); this module only computes them.
 
 XLA:CPU allocates each step's temporaries (1.5 GB for GoogLeNet's 224 px train step at batch 32) afresh on every
 execution. glibc hands such sizes to `mmap` and back to the kernel on free, so every step faults in and zeroes them
@@ -8,19 +9,21 @@ again: with 4 KiB pages a fifth of the step's CPU time went to the kernel, with 
 malloc and told to keep blocks of 1 MiB and more, hands the same blocks back step after step. The loader and glibc
 read these settings only when a process starts, hence the restart. Nothing computed changes.
 
-oneTBB's malloc is preloaded only where XLA:CPU computes the steps (no accelerator plugin for jax installed, or
-`JAX_PLATFORMS` starting with cpu): on an accelerator's host the process mostly runs the input pipeline, which it
-slowed by 8%. Left as they are: a `GLIBC_TUNABLES` that names `glibc.malloc.hugetlb` (`=0` opts out of huge pages),
-a set `LD_PRELOAD` (the user's own allocator), `INCEPTION_MALLOC=system` (glibc's malloc), and every system where a
-setting would do nothing (no glibc 2.35+, a kernel with huge pages `always` or `never`, no `tbb` package).
+Both settings apply only where XLA:CPU computes the steps (no accelerator plugin for jax installed, or `JAX_PLATFORMS`
+starting with cpu): on an accelerator's host the process mostly runs the input pipeline, which oneTBB's malloc
+slowed by 8%, and huge pages were never measured there. Left as they are: a `GLIBC_TUNABLES` that names
+`glibc.malloc.hugetlb` (`=0` opts out of huge pages), a set `LD_PRELOAD` (the user's own allocator),
+`INCEPTION_MALLOC=system` (glibc's malloc), and every system where a setting would do nothing (no glibc 2.35+, a
+kernel with huge pages `always` or `never`, no `tbb` package). The restart records in RESTART_MARK what it changed, so
+that the restarted process can give its children the environment its caller gave it (undo_restart).
 """
 import importlib.metadata
 import importlib.util
+import json
 import os
 import pkgutil
 import platform
-import sys
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, MutableMapping, Optional
 
 TUNABLE = 'glibc.malloc.hugetlb'
 THP_MODE = '/sys/kernel/mm/transparent_hugepage/enabled'
@@ -28,6 +31,7 @@ MALLOC_CHOICE = 'INCEPTION_MALLOC'  # 'tbb' (default where installed) or 'system
 TBB_LIBRARIES = ('libtbbmalloc.so.2', 'libtbbmalloc_proxy.so.2')  # the allocator, then the proxy that needs it
 TBB_KEEP_FROM = 'TBB_MALLOC_SET_HUGE_SIZE_THRESHOLD'  # blocks this large or larger stay with the allocator on free
 KEEP_FROM_BYTES = 1 << 20
+RESTART_MARK = 'INCEPTION_RESTARTED'  # set by the restart: JSON {variable: its value before the restart, or null}
 
 
 def thp_mode(path: str = THP_MODE) -> Optional[str]:
@@ -103,10 +107,13 @@ def malloc_settings(env: Mapping[str, str], libraries: Optional[List[str]], on_c
 
 
 def restart_settings(env: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
-  """The variables a command restarts with from environment `env` (default: this one's); {} where none would change
-  anything. Also what `benchmarks/compare_pytorch.py` gives the PyTorch runs, so both sides run alike."""
+  """The variables a command computing steps restarts with from environment `env` (default: this one's); {} where
+  its steps run on an accelerator or none would change anything. Also what `benchmarks/compare_pytorch.py` gives the
+  PyTorch runs, so both sides run alike."""
   env = os.environ if env is None else env
-  settings = malloc_settings(env, tbb_malloc_libraries(), computes_on_cpu(env, accelerator_plugins()))
+  if not computes_on_cpu(env, accelerator_plugins()):
+    return {}
+  settings = malloc_settings(env, tbb_malloc_libraries(), on_cpu=True)
   if thp_mode() == 'madvise' and glibc_has_hugetlb_tunable():
     tunables = tunables_with_huge_pages(env)
     if tunables is not None:
@@ -114,25 +121,48 @@ def restart_settings(env: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
   return settings
 
 
+def restart_environment(env: Mapping[str, str], settings: Mapping[str, str]) -> Dict[str, str]:
+  """The environment to restart with: `env` with `settings`, and RESTART_MARK recording the values they replace."""
+  return {**env, **settings, RESTART_MARK: json.dumps({name: env.get(name) for name in settings})}
+
+
+def undo_restart(environ: MutableMapping[str, str]) -> Dict[str, str]:
+  """Where `environ` (os.environ) is a restart's: every variable the restart set back to its value before (unset if
+  it had none) and RESTART_MARK removed; returns the settings the process was restarted with ({}: not a restart).
+  The process keeps them: the loader, glibc and oneTBB read them at its start."""
+  mark = environ.pop(RESTART_MARK, None)
+  try:
+    before = json.loads(mark) if mark else {}
+  except ValueError:
+    before = {}
+  applied = {}
+  for name, value in (before.items() if isinstance(before, dict) else ()):
+    applied[name] = environ.get(name, '')
+    if value is None:
+      environ.pop(name, None)
+    else:
+      environ[name] = value
+  return applied
+
+
+def started_environment(path: str = '/proc/self/environ') -> Dict[str, str]:
+  """The environment this process started with, as the loader and glibc read it (undo_restart changes os.environ
+  later); os.environ where `path` cannot be read."""
+  try:
+    with open(path, 'rb') as f:
+      items = f.read().split(b'\0')
+  except OSError:
+    return dict(os.environ)
+  return dict(item.decode(errors='replace').partition('=')[::2] for item in items if item)
+
+
 def describe(maps_path: str = '/proc/self/maps', env: Optional[Mapping[str, str]] = None) -> str:
   """One line for the logs: the malloc this process really runs with (read from its mapped libraries) and glibc's
-  huge-page tunable."""
-  env = os.environ if env is None else env
+  huge-page tunable (from `env`, default: the environment it started with)."""
+  env = started_environment() if env is None else env
   try:
     with open(maps_path) as f:
       malloc = 'oneTBB' if 'libtbbmalloc_proxy' in f.read() else 'system'
   except OSError:
     malloc = 'unknown'
   return f'host memory: {malloc} malloc, {TUNABLE}={glibc_tunables(env).get(TUNABLE, "unset")}'
-
-
-def restart_with_host_settings() -> None:
-  """Restarts this command (same interpreter, same arguments) with `restart_settings()` added to its environment,
-  where they would change something; returns where they would not. Called first by each command's `run()`, never
-  inside a library call."""
-  settings = restart_settings()
-  if not settings:
-    return
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, **settings})

@@ -1,7 +1,9 @@
 """Command line: `python -m inception.main --config=configs/googlenet.py[:variant] [--config.key=value ...]`.
 
-Exit codes: 0 done; 1 an error (an expected one is a single line naming the problem and the fix); 75 stopped by
-SIGTERM/SIGINT after saving a checkpoint at the current step (run the same command again to resume).
+Exit codes (inception/command.py): 0 done; 1 an error (an expected one is a single line naming the problem and the
+fix); 75 stopped by SIGTERM/SIGINT after saving a checkpoint at the current step (run the same command again to
+resume). On a host whose XLA:CPU computes the steps the command restarts itself once with host memory settings first
+(inception/command.py).
 
 Multi-host: add `--distributed` on every process. On TPU VM pods and under SLURM JAX finds the coordinator itself;
 elsewhere pass `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` (or the JAX_COORDINATOR_ADDRESS,
@@ -17,7 +19,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')  # before TensorFlow (tf.data
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from inception import config_checks, host_memory
+from inception import command, host_memory
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/googlenet.py:mini.',
                                           lock_config=True)
@@ -37,40 +39,33 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_quiet_libraries)
   import jax  # after flag parsing, so --help is fast
-  from inception import distributed, errors, models, preemption, train
+  from inception import distributed, preemption, train
   from inception.data import sources
-  from inception.models import winograd
+  from inception.models import ops
 
   if _DISTRIBUTED.value:
-    try:
-      distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    except distributed.DistributedSetupError as e:
-      sys.exit(f'Distributed setup error: {e}')
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   elif any(f.present for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)):
     raise app.UsageError('--coordinator_address, --num_processes and --process_id need --distributed.')
   logging.info('JAX %s: process %d of %d, %d local / %d global devices (%s).', jax.__version__, jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
   logging.info('%s (inception/host_memory.py).', host_memory.describe())
-  logging.info('%s (inception/models/winograd.py).', winograd.describe(
-      models.model_setting(_CONFIG.value.model, 'winograd')))
+  logging.info('%s (inception/models/ops.py).', ops.describe(ops.setting(_CONFIG.value), jax.default_backend()))
   try:
     results = train.train_and_evaluate(_CONFIG.value)
   except sources.DatasetNotPreparedError as e:
     sys.exit(f'{e}\nTo train on the embedded Caltech 101 subset instead: `make train`, i.e. '
              f'python -m inception.main --config=configs/googlenet.py:mini')
-  except errors.UserError as e:  # expected failures: one message with the fix, no traceback
-    sys.exit(f'{type(e).__name__}: {e}')
   except preemption.Preempted as e:
     logging.warning('%s', e)
-    sys.exit(preemption.EXIT_PREEMPTED)
+    return command.EXIT_PREEMPTED
   if jax.process_index() == 0:
     print(train.final_line(results), flush=True)
 
 
 def run():
-  """The command: `--config.*` overrides checked first, then main (config_checks.run_app)."""
-  host_memory.restart_with_host_settings()
-  config_checks.run_app(main)
+  """The command (inception/command.py): `--config.*` overrides checked first; it computes steps."""
+  command.run(main, computes_steps=True, check_config=True)
 
 
 if __name__ == '__main__':

@@ -13,13 +13,12 @@ its path and then `prob  class` lines; with --json one object per line, {"path":
 import json
 import os
 import re
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
 from absl import app, flags
 
-from inception import host_memory
+from inception import command
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The trained run (its --config.workdir).', required=True)
 _CROPS = flags.DEFINE_enum('crops', '1', ['1', '10', '144'], 'Crops per image, averaged.')
@@ -57,13 +56,10 @@ def main(argv):
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from inception import augment, compiler_options, errors, sharding, steps, trained  # pylint: disable=import-outside-toplevel
+  from inception import augment, compiler_options, sharding, steps, trained  # pylint: disable=import-outside-toplevel
   from inception.data import crops as crops_lib  # pylint: disable=import-outside-toplevel
   mesh = sharding.make_mesh(jax.local_devices()[:1])
-  try:
-    run = trained.load(_WORKDIR.value, mesh, step=_STEP.value, weights=_WEIGHTS.value)
-  except errors.UserError as e:
-    sys.exit(f'{type(e).__name__}: {e}')
+  run = trained.load(_WORKDIR.value, mesh, step=_STEP.value, weights=_WEIGHTS.value)  # a UserError: one line
   crops = int(_CROPS.value)
   pp = augment.stage_pp(run.config.pp, 'eval')
   predict = jax.jit(steps.make_predict_step(run.graphdef, run.config),
@@ -90,13 +86,12 @@ def main(argv):
       print(json.dumps({'path': path, 'top': top}), flush=True)
     else:
       print(path + ''.join(f'\n  {t["prob"]:.4f}  {t["class"]}' for t in top), flush=True)
-  if failed:
-    sys.exit(1)
+  return command.EXIT_ERROR if failed else command.EXIT_OK
 
 
 def run():
-  host_memory.restart_with_host_settings()
-  app.run(main)
+  """The command (inception/command.py); it computes steps."""
+  command.run(main, computes_steps=True)
 
 
 if __name__ == '__main__':

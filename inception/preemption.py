@@ -14,7 +14,7 @@ from typing import Optional
 from absl import logging
 from jax.experimental import multihost_utils
 
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later"; launch/slurm.sbatch and launch/tpu_vm.py re-run on it
+from inception.command import EXIT_PREEMPTED  # the launchers re-run a command that exits with it
 
 
 class Preempted(Exception):

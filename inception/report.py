@@ -9,7 +9,6 @@ The path of the PNG is printed last.
 """
 import json
 import os
-import sys
 import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -19,6 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from inception import command, errors
+
 _OUT = flags.DEFINE_string('out', None, 'Output PNG (default: curves.png in the run workdir or first sweep root).')
 _TITLE = flags.DEFINE_string('title', None, 'Title above the panels.')
 
@@ -27,8 +28,8 @@ EXPECTED = f'a run workdir holding {METRICS}, or a sweep root whose subfolders h
 Series = Dict[str, Tuple[List[int], List[float]]]
 
 
-class ReportError(Exception):
-  """A problem with the paths given that the user can fix; main prints it without a traceback."""
+class ReportError(errors.UserError):
+  """A problem with the paths given that the user can fix; the command prints it as one line (inception/command.py)."""
 
 
 def load_run(workdir) -> Series:
@@ -149,22 +150,19 @@ def main(argv):
   paths = argv[1:]
   if not paths:
     raise app.UsageError('Give at least one run workdir or sweep root.')
-  try:
-    workdirs = find_runs(paths)
-    out = _OUT.value
-    if out is None:
-      first = epath.Path(paths[0])
-      if len(paths) > 1 and _is_run(first):
-        raise ReportError(f'{len(paths)} paths given and the first, {first}, is a run workdir, not a sweep root: '
-                          'say where the PNG goes with --out=FILE.png.')
-      out = (first.parent if first.name == METRICS else first) / 'curves.png'
-    labels = [label(w) for w in workdirs]
-    labels = [str(w) if labels.count(n) > 1 else n for w, n in zip(workdirs, labels)]  # same name: the full path
-    out = plot([(n, load_run(w)) for n, w in zip(labels, workdirs)], out, _TITLE.value)
-  except ReportError as e:
-    sys.exit(f'Error: {e}')
+  workdirs = find_runs(paths)
+  out = _OUT.value
+  if out is None:
+    first = epath.Path(paths[0])
+    if len(paths) > 1 and _is_run(first):
+      raise ReportError(f'{len(paths)} paths given and the first, {first}, is a run workdir, not a sweep root: '
+                        'say where the PNG goes with --out=FILE.png.')
+    out = (first.parent if first.name == METRICS else first) / 'curves.png'
+  labels = [label(w) for w in workdirs]
+  labels = [str(w) if labels.count(n) > 1 else n for w, n in zip(workdirs, labels)]  # same name: the full path
+  out = plot([(n, load_run(w)) for n, w in zip(labels, workdirs)], out, _TITLE.value)
   print(out, flush=True)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  command.run(main)  # it computes no step: never restarts

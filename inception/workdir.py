@@ -2,10 +2,11 @@
 
 `config.json` records the config of the run in the folder. A resume compares it with the new config: changes that
 keep the run the same run (more epochs, another learning rate, eval or checkpoint frequency) are allowed and logged;
-changes that would silently make it another run (the model, the data order, the image size) are refused. The file is
-written only once the run is known to start, and the previous one is kept beside it when it changes.
+changes that would silently make it another run (the model, the data and its order, the image size) are refused. The
+file is written only once the run is known to start, and the previous one is kept beside it when it changes.
 """
 import json
+import os
 import uuid
 from typing import Any, Dict, List, Optional
 
@@ -17,7 +18,7 @@ from inception.errors import WorkdirError
 
 # Keys that decide what the checkpointed state and the training order mean: a resume must not change them.
 REFUSED_CHANGES = ('seed', 'batch_size', 'model.name', 'model.aux_heads', 'pp.image_size', 'data.source',
-                   'data.tfds_name', 'data.train_split', 'data.val_fraction')
+                   'data.root', 'data.exclude_classes', 'data.tfds_name', 'data.train_split', 'data.val_fraction')
 
 
 def check_writable(path: epath.Path) -> None:
@@ -63,11 +64,30 @@ def config_changes(previous: Dict[str, Any], config: ml_collections.ConfigDict) 
   copied run is the same run)."""
   old, new = _flatten(previous), _flatten(_as_plain(config))
   return [f'{k}: {old[k]!r} -> {new[k]!r}' for k in sorted(set(old) & set(new))
-          if k != 'workdir' and _normal(old[k]) != _normal(new[k])]
+          if k != 'workdir' and not _SAME.get(k, _same_value)(old[k], new[k])]
 
 
-def _normal(value):
-  return list(value) if isinstance(value, tuple) else value
+def _same_value(old, new) -> bool:
+  normal = lambda value: list(value) if isinstance(value, tuple) else value  # JSON has lists where configs have tuples
+  return normal(old) == normal(new)
+
+
+def same_data_root(old: str, new: str) -> bool:
+  """Whether two `data.root` values name the same folder: equal as written, or found (where the folder source finds
+  a root: as given, else relative to the repository) at the same real path, so a root given relatively and then
+  absolutely, or through a symbolic link, is the same data. A root that is not a folder here is compared as written."""
+  if old == new:
+    return True
+  from inception.data import sources  # pylint: disable=import-outside-toplevel  (TensorFlow: only when they differ)
+  found = [sources.find_root(root) if isinstance(root, str) and root else None for root in (old, new)]
+  return None not in found and os.path.realpath(found[0]) == os.path.realpath(found[1])
+
+
+# Keys compared as what they mean rather than as written: the same folder, the same set of excluded classes.
+_SAME = {
+    'data.root': same_data_root,
+    'data.exclude_classes': lambda old, new: sorted(old or ()) == sorted(new or ()),
+}
 
 
 def check_resume(workdir: epath.Path, config: ml_collections.ConfigDict, has_checkpoint: bool) -> List[str]:

@@ -8,7 +8,9 @@ port and its process id. `--module=inception.benchmark` runs the benchmark inste
 through JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID). `--pin_cores` gives each process its own
 equal share of the launcher's cores (`taskset`): on 2 cores, two pinned processes ran the eval step 13% faster than
 one process on both, while training, which exchanges its gradients over gloo, ran slower (docs/performance.md).
-Process 0's output goes to the console; every process's to WORKDIR/logs/process_<i>.log.
+Process 0's output goes to the console; every process's to WORKDIR/logs/process_<i>.log. The processes start in the
+launcher's directory, so every path in ARGS (the config file, the workdir, data folders) means what it would mean to
+`python -m inception.main` run there. Each process decides its own host memory settings (inception/command.py).
 If a process fails, the others are stopped and the launcher exits with its exit code, naming it and the end of its log.
 Preemption: SIGINT/SIGTERM to the launcher reach every process; they save a checkpoint at one agreed step and exit 75,
 and so does the launcher. Processes that exit 75 by themselves (one of them was sent SIGTERM) are relaunched and resume,
@@ -28,9 +30,10 @@ import threading
 import time
 from typing import List, Optional, Sequence, Tuple
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from inception import command
+from inception.command import EXIT_PREEMPTED  # stopped by a signal after saving a checkpoint; run again to resume
+
 LOG_TAIL_LINES = 30
-EX_PREEMPTED = 75  # inception.preemption.EXIT_PREEMPTED: stopped by a signal after saving; run again to resume
 MODULES = ('inception.main', 'inception.benchmark')  # what it can launch: commands that take --distributed
 
 
@@ -42,18 +45,16 @@ def free_port() -> int:
 
 
 def workdir_of(args: Sequence[str]) -> str:
-  """The run's workdir: `--config.workdir` from `args`, else the config file's own default."""
+  """The run's workdir: `--config.workdir` from `args`, else the config file's own default (a ConfigError where the
+  file cannot be loaded)."""
   from inception import config_checks  # light: no jax
-  spec, overrides = config_checks.parse_overrides(args)
+  spec, overrides, _ = command.parse_config_args(args)
   for key, value in overrides:
     if key == 'workdir':
       return value
   if spec is None:
     raise SystemExit('launch.local: pass --config=... after `--` (the arguments of inception.main).')
-  try:
-    return config_checks.load_config(spec).workdir
-  except config_checks.ConfigError as e:
-    raise SystemExit(f'ConfigError: {e}') from None
+  return config_checks.load_config(spec).workdir
 
 
 def core_shares(num_processes: int, cores: Optional[Sequence[int]] = None) -> List[List[int]]:
@@ -77,16 +78,16 @@ def process_command(args: Sequence[str], *, port: int, num_processes: int, proce
 
 
 def process_env(devices_per_process: int, base: Optional[dict] = None, coordinator: Optional[dict] = None) -> dict:
-  """The environment of each process: CPU only, D devices each; `coordinator`: JAX_COORDINATOR_ADDRESS,
-  JAX_NUM_PROCESSES, JAX_PROCESS_ID for a module that reads them there."""
-  env = dict(os.environ if base is None else base)
+  """The environment of each process (command.child_environment: the repository on PYTHONPATH): CPU only, D devices
+  each; `coordinator`: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID for a module that reads them
+  there."""
+  env = command.child_environment(base)
   env.update(coordinator or {})
   env['JAX_PLATFORMS'] = 'cpu'
   env['JAX_NUM_CPU_DEVICES'] = str(devices_per_process)
   # An inherited XLA device-count flag (tests set one) would override JAX_NUM_CPU_DEVICES.
   flags = [f for f in env.get('XLA_FLAGS', '').split() if not f.startswith('--xla_force_host_platform_device_count')]
   env['XLA_FLAGS'] = ' '.join(flags)
-  env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO, env.get('PYTHONPATH')) if p)
   return env
 
 
@@ -128,7 +129,7 @@ def tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
 
 def launch(args: Sequence[str], num_processes: int, devices_per_process: int, module: str = MODULES[0],
            pin_cores: bool = False) -> Tuple[int, bool]:
-  """Runs the processes to the end. Returns (0, or EX_PREEMPTED when they stopped to be re-run, or the exit code of
+  """Runs the processes to the end. Returns (0, or EXIT_PREEMPTED when they stopped to be re-run, or the exit code of
   the first process that failed; whether the launcher was sent SIGINT/SIGTERM)."""
   log_dir = os.path.join(workdir_of(args), 'logs')
   os.makedirs(log_dir, exist_ok=True)
@@ -143,8 +144,8 @@ def launch(args: Sequence[str], num_processes: int, devices_per_process: int, mo
     env = process_env(devices_per_process, coordinator=coordinator_env(module, port, num_processes, i))
     proc = subprocess.Popen(process_command(args, port=port, num_processes=num_processes, process_id=i,
                                             module=module, cores=cores),
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # in the launcher's directory, as the log folder
     pump = threading.Thread(target=_pump, args=(proc.stdout, log, sys.stdout.buffer if i == 0 else None),
                             daemon=True)
     pump.start()
@@ -166,12 +167,12 @@ def launch(args: Sequence[str], num_processes: int, devices_per_process: int, mo
   previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
   failed = None
   while any(p.poll() is None for p in procs):
-    failed = next((i for i, p in enumerate(procs) if p.poll() not in (None, 0, EX_PREEMPTED)), None)
+    failed = next((i for i, p in enumerate(procs) if p.poll() not in (None, 0, EXIT_PREEMPTED)), None)
     if failed is not None:
       break
     time.sleep(0.2)
   if failed is None:
-    failed = next((i for i, p in enumerate(procs) if p.returncode not in (0, EX_PREEMPTED)), None)
+    failed = next((i for i, p in enumerate(procs) if p.returncode not in (0, EXIT_PREEMPTED)), None)
   if failed is not None:
     stop_all()
     deadline = time.time() + 30
@@ -185,8 +186,8 @@ def launch(args: Sequence[str], num_processes: int, devices_per_process: int, mo
   for sig, handler in previous.items():
     signal.signal(sig, handler)
   if failed is None:
-    preempted = any(p.returncode == EX_PREEMPTED for p in procs)
-    return (EX_PREEMPTED if preempted else 0), bool(signalled)
+    preempted = any(p.returncode == EXIT_PREEMPTED for p in procs)
+    return (EXIT_PREEMPTED if preempted else 0), bool(signalled)
   code, path = procs[failed].returncode, logs[failed][1]
   sys.stderr.write(f'launch.local: process {failed} of {num_processes} failed (exit code {code}); the others were '
                    f'stopped. End of {path}:\n{tail(path)}')
@@ -195,28 +196,28 @@ def launch(args: Sequence[str], num_processes: int, devices_per_process: int, mo
 
 def launch_with_relaunches(args: Sequence[str], num_processes: int, devices_per_process: int,
                            max_relaunches: int, module: str = MODULES[0], pin_cores: bool = False) -> int:
-  """launch(), run again (the run resumes) each time the processes stop with EX_PREEMPTED, at most `max_relaunches`
-  times. A stop the launcher itself was sent (Ctrl-C, a scheduler's SIGTERM) is passed up as EX_PREEMPTED instead."""
+  """launch(), run again (the run resumes) each time the processes stop with EXIT_PREEMPTED, at most `max_relaunches`
+  times. A stop the launcher itself was sent (Ctrl-C, a scheduler's SIGTERM) is passed up as EXIT_PREEMPTED instead."""
   for relaunch in range(max_relaunches + 1):
     if relaunch:
-      sys.stderr.write(f'launch.local: the processes stopped with exit code {EX_PREEMPTED} (checkpoint saved): '
+      sys.stderr.write(f'launch.local: the processes stopped with exit code {EXIT_PREEMPTED} (checkpoint saved): '
                        f'relaunching ({relaunch} of at most {max_relaunches}).\n')
     code, signalled = launch(args, num_processes, devices_per_process, module, pin_cores)
-    if code != EX_PREEMPTED or signalled:
+    if code != EXIT_PREEMPTED or signalled:
       break
   return code
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                   usage='python -m launch.local --num_processes=P --devices_per_process=D -- ARGS')
+  parser = command.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                  usage='python -m launch.local --num_processes=P --devices_per_process=D -- ARGS')
   parser.add_argument('--num_processes', type=int, default=2)
   parser.add_argument('--devices_per_process', type=int, default=1)
   parser.add_argument('--module', choices=MODULES, default=MODULES[0], help='the command each process runs')
   parser.add_argument('--pin_cores', action='store_true', help='each process on its own share of the cores (taskset)')
   parser.add_argument('--dry_run', action='store_true', help='print the commands, run nothing')
   parser.add_argument('--max_relaunches', type=int, default=3,
-                      help=f'relaunch (resume) at most this many times when the processes exit {EX_PREEMPTED}')
+                      help=f'relaunch (resume) at most this many times when the processes exit {EXIT_PREEMPTED}')
   parser.add_argument('args', nargs=argparse.REMAINDER, help='arguments of inception.main, after --')
   opts = parser.parse_args(argv)
   args = opts.args[1:] if opts.args[:1] == ['--'] else opts.args
@@ -231,4 +232,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  command.run_script(main)

@@ -15,24 +15,31 @@ made absolute here). ARGS after `--` are inception.main's (--config defaults to 
 `squeue --me` and `tail -f REPO/googlenet-JOBID.out`, stop with `scancel JOBID`. Preemption and the time limit requeue
 the job, which resumes from its last checkpoint: see launch/slurm.sbatch.
 """
-import argparse
 import os
 import shlex
 import subprocess
 import sys
 from typing import List, Optional, Sequence
 
-from launch.tpu_vm import split_argv  # the same `ARGS -- inception.main ARGS` convention
+from inception import command
+from launch.tpu_vm import config_and_overrides, split_argv, train_command  # the same ARGS and job command line
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, 'launch', 'slurm.sbatch')
 
 
 def check_args(args: Sequence[str]) -> List[str]:
-  for a in args:
-    if a.startswith('--config.workdir='):
-      raise SystemExit('launch.slurm: pass the workdir as --workdir=... to the launcher, not as --config.workdir.')
+  """inception.main's ARGS as given, refused (SystemExit) where they set the workdir: the launcher's --workdir does."""
+  config_and_overrides(args)
   return list(args)
+
+
+def job_lines(workdir: str, args: Sequence[str]) -> str:
+  """What launch/slurm.sbatch evaluates (`--job_command`): the exit code that asks for a requeue, and the command
+  line every task of the job runs (as launch.tpu_vm's: the --config default, the workdir, --distributed), so that
+  the batch script reads no argument itself."""
+  return (f'EXIT_PREEMPTED={command.EXIT_PREEMPTED}\n'
+          f'set -- {shlex.join(train_command(workdir, args))}\n')
 
 
 def shared_workdir(workdir: Optional[str]) -> str:
@@ -54,10 +61,10 @@ def sbatch_command(*, nodes: int, gpus_per_node: int, workdir: str, args: Sequen
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], usage='python -m launch.slurm --nodes=N '
-                                   '--gpus_per_node=G --workdir=/shared/... [options] [--dry_run] -- ARGS')
-  parser.add_argument('--nodes', type=int, required=True)
-  parser.add_argument('--gpus_per_node', type=int, required=True, help='also the processes per node')
+  parser = command.ArgumentParser(description=__doc__.split('\n\n')[0], usage='python -m launch.slurm --nodes=N '
+                                  '--gpus_per_node=G --workdir=/shared/... [options] [--dry_run] -- ARGS')
+  parser.add_argument('--nodes', type=int, help='required')
+  parser.add_argument('--gpus_per_node', type=int, help='also the processes per node (required)')
   parser.add_argument('--workdir', default=None, help='shared by all nodes (required)')
   parser.add_argument('--partition', default=None)
   parser.add_argument('--time', default=None, help='time limit, e.g. 24:00:00 (default: the script\'s 24 h)')
@@ -65,8 +72,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--cpus_per_task', type=int, default=None, help='CPUs per process (default: the script\'s 8)')
   parser.add_argument('--job_name', default='googlenet')
   parser.add_argument('--dry_run', action='store_true', help='print the sbatch command instead of running it')
+  parser.add_argument('--job_command', action='store_true', help='in the job (launch/slurm.sbatch): print what the '
+                      'batch script runs, as shell lines, and exit')
   own, args = split_argv(sys.argv[1:] if argv is None else argv)
   opts = parser.parse_args(own)
+  if opts.job_command:
+    print(job_lines(shared_workdir(opts.workdir), args), end='')
+    return command.EXIT_OK
+  if opts.nodes is None or opts.gpus_per_node is None:
+    parser.error('--nodes and --gpus_per_node are required.')
   if opts.nodes < 1 or opts.gpus_per_node < 1:
     parser.error('--nodes and --gpus_per_node must be at least 1.')
   cmd = sbatch_command(nodes=opts.nodes, gpus_per_node=opts.gpus_per_node, workdir=shared_workdir(opts.workdir),
@@ -85,4 +99,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  command.run_script(main)

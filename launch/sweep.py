@@ -9,13 +9,16 @@
 `--seed`, rounded to 4 significant digits) and crosses each draw with the grid axes. Without `--sweep`, the config
 file's `sweep(arg)` lists the runs. Arguments after `--` go to every run. Each run trains in ROOT/NAME (NAME from its
 overrides, e.g. `lr=0.02,weight_decay=5e-05`) and logs to ROOT/NAME/sweep.log; ROOT/sweep.csv is rewritten after each
-run and the table printed at the end, best EMA top-1 first. The same command again skips finished runs and resumes the
-others. `--dry_run` prints one shell command per run (to run from the repository root) and runs nothing.
+run and the table printed at the end, best EMA top-1 first. ROOT may be local or gs://: the sweep's files go through
+the path library (etils.epath), and on gs:// a run's log is written locally as it runs (log_path) and copied to
+ROOT/NAME/sweep.log when it ends. The same command again skips finished runs and resumes the others. The runs start
+in the sweep's directory, so every path given (the config file, --root, the arguments after `--`) means what it means
+there. `--dry_run` prints one shell command per run (to run from that directory) and runs nothing.
 """
-import argparse
 import ast
 import csv
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -28,12 +31,14 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from inception import config_checks
+from etils import epath
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from inception import command, config_checks, errors
+
 RANDOM = re.compile(r'^(uniform|loguniform|choice)\((.*)\)$')
 RESULTS = (('ema_top1', 'eval_ema/top1'), ('ema_top5', 'eval_ema/top5'), ('raw_top1', 'eval/top1'),
            ('raw_top5', 'eval/top5'))  # (CSV column, key in final_eval.json)
@@ -41,8 +46,8 @@ STATUS = 'sweep_status.json'  # per run: status, wall_s (summed over attempts), 
 Run = Dict[str, Any]
 
 
-class SweepError(ValueError):
-  """A sweep that cannot run as given; the message says why."""
+class SweepError(errors.UserError):
+  """A sweep that cannot run as given; the message says why (one line, inception/command.py)."""
 
 
 class Axis(NamedTuple):
@@ -176,23 +181,23 @@ def validate(spec: str, root: str, runs: Sequence[Run], extra: Sequence[str]) ->
     config_checks.check_overrides(build_command(spec, root, run, extra)[3:])
 
 
-def read_json(path: str) -> dict:
+def read_json(path) -> dict:
+  """The JSON object in `path` (local or gs://); {} when it is missing or not JSON."""
+  path = epath.Path(path)
   try:
-    with open(path) as f:
-      return json.load(f)
+    return json.loads(path.read_text()) if path.exists() else {}
   except (OSError, ValueError):
     return {}
 
 
-def write_json(path: str, value: Any) -> None:
-  with open(path, 'w') as f:
-    json.dump(value, f, indent=2)
+def write_json(path, value: Any) -> None:
+  epath.Path(path).write_text(json.dumps(value, indent=2))
 
 
-def read_steps(path: str) -> Optional[int]:
+def read_steps(path) -> Optional[int]:
   """The largest `step` in a metrics.jsonl (a line cut short by a kill is ignored)."""
-  steps = []
-  for line in open(path) if os.path.exists(path) else ():
+  path, steps = epath.Path(path), []
+  for line in path.read_text().splitlines() if path.exists() else ():
     try:
       steps.append(int(json.loads(line)['step']))
     except (ValueError, KeyError, TypeError):
@@ -202,11 +207,11 @@ def read_steps(path: str) -> Optional[int]:
 
 def read_result(root: str, run: Run) -> Dict[str, Any]:
   """One row: the overrides, status (done / failed / pending), final accuracies, steps, wall time, error."""
-  workdir = os.path.join(root, run_name(run))
-  final, state = read_json(os.path.join(workdir, 'final_eval.json')), read_json(os.path.join(workdir, STATUS))
+  workdir = epath.Path(root) / run_name(run)
+  final, state = read_json(workdir / 'final_eval.json'), read_json(workdir / STATUS)
   status = 'done' if final else ('failed' if state.get('status') == 'failed' else 'pending')
   return {'name': run_name(run), **{k: flag_value(v) for k, v in run.items()}, 'status': status,
-          **{col: final.get(key) for col, key in RESULTS}, 'steps': read_steps(os.path.join(workdir, 'metrics.jsonl')),
+          **{col: final.get(key) for col, key in RESULTS}, 'steps': read_steps(workdir / 'metrics.jsonl'),
           'wall_s': state.get('wall_s'), 'error': state.get('error', '') if status == 'failed' else ''}
 
 
@@ -215,13 +220,16 @@ def columns(runs: Sequence[Run]) -> List[str]:
           'error']
 
 
-def write_csv(path: str, runs: Sequence[Run], rows: Sequence[Dict[str, Any]]) -> None:
-  """Written to a temporary file, then renamed: a kill never leaves half a table."""
-  with open(path + '.tmp', 'w', newline='') as f:
-    writer = csv.DictWriter(f, columns(runs))
-    writer.writeheader()
-    writer.writerows({k: '' if v is None else round(v, 1) if k == 'wall_s' else v for k, v in r.items()} for r in rows)
-  os.replace(path + '.tmp', path)
+def write_csv(path, runs: Sequence[Run], rows: Sequence[Dict[str, Any]]) -> None:
+  """Written to a temporary file, then renamed: a kill never leaves half a table (local or gs://)."""
+  text = io.StringIO()
+  writer = csv.DictWriter(text, columns(runs))
+  writer.writeheader()
+  writer.writerows({k: '' if v is None else round(v, 1) if k == 'wall_s' else v for k, v in r.items()} for r in rows)
+  path = epath.Path(path)
+  temporary = path.parent / (path.name + '.tmp')
+  temporary.write_text(text.getvalue())
+  temporary.replace(path)
 
 
 def _cell(key: str, value: Any) -> str:
@@ -283,29 +291,52 @@ def _log(message: str) -> None:
   print(f'launch.sweep: {message}', file=sys.stderr, flush=True)
 
 
+def log_path(root: str, name: str) -> str:
+  """The local file a run's output is appended to as it runs: ROOT/NAME/sweep.log itself on a local root; on a
+  gs:// root (whose objects take no appends) a file under the temporary folder, copied to ROOT/NAME/sweep.log by
+  finish_run."""
+  root = str(epath.Path(root))
+  if '://' not in root:
+    return os.path.join(root, name, 'sweep.log')
+  digest = hashlib.sha1(root.encode()).hexdigest()[:8]
+  return os.path.join(tempfile.gettempdir(), f'launch.sweep-{digest}', name, 'sweep.log')
+
+
 def start_run(spec: str, root: str, run: Run, extra: Sequence[str], cores: List[int]) -> subprocess.Popen:
-  """Writes overrides.json and the `running` status, then starts the run on `cores`, output appended to sweep.log."""
-  workdir = os.path.join(root, run_name(run))
-  os.makedirs(workdir, exist_ok=True)
-  write_json(os.path.join(workdir, 'overrides.json'), run)
-  write_json(os.path.join(workdir, STATUS), {**read_json(os.path.join(workdir, STATUS)), 'status': 'running'})
-  with open(os.path.join(workdir, 'sweep.log'), 'ab') as log:
-    return subprocess.Popen(build_command(spec, root, run, extra), cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True,
-                            preexec_fn=lambda: os.sched_setaffinity(0, cores))
+  """Writes overrides.json and the `running` status, then starts the run on `cores`, output appended to its log
+  (log_path: on a gs:// root, after the earlier attempts' ROOT/NAME/sweep.log)."""
+  workdir = epath.Path(root) / run_name(run)
+  workdir.mkdir(parents=True, exist_ok=True)
+  write_json(workdir / 'overrides.json', run)
+  write_json(workdir / STATUS, {**read_json(workdir / STATUS), 'status': 'running'})
+  local_log = log_path(root, run_name(run))
+  if local_log != os.fspath(workdir / 'sweep.log'):
+    os.makedirs(os.path.dirname(local_log), exist_ok=True)
+    if not os.path.exists(local_log) and (workdir / 'sweep.log').exists():
+      (workdir / 'sweep.log').copy(local_log)
+  with open(local_log, 'ab') as log:  # a local file by construction (log_path)
+    return subprocess.Popen(build_command(spec, root, run, extra), env=command.child_environment(),
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lambda: os.sched_setaffinity(0, cores))  # in the sweep's directory
 
 
 def finish_run(workdir: str, returncode: int, seconds: float, stopped: bool) -> Dict[str, Any]:
-  """Records how the run ended in its status file: done, interrupted (by the sweep's signal) or failed."""
-  state = read_json(os.path.join(workdir, STATUS))
-  state.update(status='done' if os.path.exists(os.path.join(workdir, 'final_eval.json')) else
+  """Records how the run ended in its status file: done, interrupted (by the sweep's signal) or failed; on a gs://
+  root, copies its log there."""
+  workdir = epath.Path(workdir)
+  local_log = log_path(str(workdir.parent), workdir.name)
+  if local_log != os.fspath(workdir / 'sweep.log'):
+    epath.Path(local_log).copy(workdir / 'sweep.log', overwrite=True)
+  state = read_json(workdir / STATUS)
+  state.update(status='done' if (workdir / 'final_eval.json').exists() else
                'interrupted' if stopped else 'failed', wall_s=state.get('wall_s', 0.0) + seconds,
                returncode=returncode)
   state.pop('error', None)
   if state['status'] == 'failed':
-    lines = [l.strip() for l in open(os.path.join(workdir, 'sweep.log'), errors='replace') if l.strip()]
+    with open(local_log, errors='replace') as log:
+      lines = [l.strip() for l in log if l.strip()]
     state['error'] = lines[-1] if lines else f'exit code {returncode}'
-  write_json(os.path.join(workdir, STATUS), state)
+  write_json(workdir / STATUS, state)
   return state
 
 
@@ -314,18 +345,18 @@ def execute(spec: str, root: str, runs: Sequence[Run], extra: Sequence[str], par
   stop = []
   handlers = {s: signal.signal(s, lambda signum, _: stop.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
   slots, active = core_sets(parallel), {}
-  os.makedirs(root, exist_ok=True)
-  report = lambda: write_csv(os.path.join(root, 'sweep.csv'), runs, [read_result(root, r) for r in runs])
+  epath.Path(root).mkdir(parents=True, exist_ok=True)
+  report = lambda: write_csv(epath.Path(root) / 'sweep.csv', runs, [read_result(root, r) for r in runs])
   report()
-  queue = [r for r in runs if not os.path.exists(os.path.join(root, run_name(r), 'final_eval.json'))]
+  queue = [r for r in runs if not (epath.Path(root) / run_name(r) / 'final_eval.json').exists()]
   if len(queue) < len(runs):
     _log(f'{len(runs) - len(queue)} of {len(runs)} runs done before, skipped.')
 
   def finish(proc, stopped=False):
     name, cores, start = active.pop(proc)
     slots.append(cores)
-    state = finish_run(os.path.join(root, name), proc.returncode, time.time() - start, stopped)
-    failed = f' (log: {os.path.join(root, name, "sweep.log")}): {state["error"]}' if 'error' in state else '.'
+    state = finish_run(str(epath.Path(root) / name), proc.returncode, time.time() - start, stopped)
+    failed = f' (log: {epath.Path(root) / name / "sweep.log"}): {state["error"]}' if 'error' in state else '.'
     _log(f'{name}: {state["status"]} after {state["wall_s"]:.0f} s{failed}')
     report()
 
@@ -361,8 +392,8 @@ def execute(spec: str, root: str, runs: Sequence[Run], extra: Sequence[str], par
 def main(argv: Optional[Sequence[str]] = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   own, extra = (argv[:argv.index('--')], argv[argv.index('--') + 1:]) if '--' in argv else (argv, [])
-  parser = argparse.ArgumentParser(prog='python -m launch.sweep', description=__doc__.split('\n\n')[0],
-                                   allow_abbrev=False)
+  parser = command.ArgumentParser(prog='python -m launch.sweep', description=__doc__.split('\n\n')[0],
+                                  allow_abbrev=False)
   parser.add_argument('--config', required=True, help='config file[:arg], e.g. configs/googlenet.py:mini')
   parser.add_argument('--root', required=True, help='the sweep folder: one workdir per run, and sweep.csv')
   parser.add_argument('--sweep', action='append', default=[], help='KEY=V1,V2,... or KEY=loguniform(a,b) ...')
@@ -372,20 +403,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--dry_run', action='store_true', help='print the commands, run nothing')
   opts = parser.parse_args(own)
   spec, root = opts.config, opts.root
-  if os.path.abspath(os.getcwd()) != REPO:  # the runs start in the repository root
-    path, colon, arg = spec.partition(':')
-    spec, root = os.path.abspath(path) + colon + arg, root if '://' in root else os.path.abspath(root)
-  try:
-    if opts.random and not opts.sweep:
-      raise SweepError('--random=N draws from --sweep axes such as --sweep="optimizer.lr=loguniform(1e-3,1e-1)".')
-    runs = expand_runs(list(map(parse_axis, opts.sweep)), opts.random, opts.seed) if opts.sweep else config_sweep(spec)
-    validate(spec, root, runs, extra)
-    if not opts.dry_run and '://' in root:
-      raise SweepError(f'--root={root}: running needs a local folder (--dry_run prints commands for any root).')
-    core_sets(opts.parallel)
-  except (SweepError, config_checks.ConfigError) as e:
-    print(f'{type(e).__name__}: {e}', file=sys.stderr)
-    return 2
+  if opts.random and not opts.sweep:  # a SweepError or ConfigError: one line, exit 1 (inception/command.py)
+    raise SweepError('--random=N draws from --sweep axes such as --sweep="optimizer.lr=loguniform(1e-3,1e-1)".')
+  runs = expand_runs(list(map(parse_axis, opts.sweep)), opts.random, opts.seed) if opts.sweep else config_sweep(spec)
+  validate(spec, root, runs, extra)
+  core_sets(opts.parallel)
   if opts.dry_run:
     print('\n'.join(shlex.join(build_command(spec, root, r, extra)) for r in runs))
     return 0
@@ -393,4 +415,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  command.run_script(main)

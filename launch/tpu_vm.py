@@ -34,7 +34,6 @@ and ILSVRC2012_img_val.tar in ~/tensorflow_datasets/downloads/manual/, `tfds bui
 `gcloud storage cp -r ~/tensorflow_datasets/imagenet2012 gs://BUCKET/tensorflow_datasets/`, and pass
 `--config.data.tfds_data_dir=gs://BUCKET/tensorflow_datasets`. Use a bucket in the slice's region.
 """
-import argparse
 import os
 import shlex
 import subprocess
@@ -42,13 +41,15 @@ import sys
 import tempfile
 from typing import List, Optional, Sequence, Tuple
 
+from inception import command
+from inception.command import EXIT_PREEMPTED  # the run saved a checkpoint and asks to be re-run
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACTIONS = ('create', 'setup', 'run', 'watch', 'stop', 'delete', 'all')
 REMOTE_DIR = 'inception'  # on each worker, under the home directory
 REMOTE_PYTHON = 'python3.11'
 LOG, PIDFILE = 'logs/run.log', 'logs/run.pid'  # in REMOTE_DIR, on each worker
 DEFAULT_CONFIG = 'configs/googlenet.py'
-EX_PREEMPTED = 75
 RELAUNCH_DELAY_S = 30
 STOP_WAIT_S = 300  # `stop` waits this long for the checkpoint before SIGKILL
 GONE_STATES = ('PREEMPTED', 'TERMINATED')  # a slice in these states is recreated by `create`
@@ -64,18 +65,12 @@ def split_argv(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
 
 
 def config_and_overrides(args: Sequence[str]) -> Tuple[str, List[str]]:
-  """Splits inception.main's ARGS into the --config spec (default configs/googlenet.py) and the rest."""
-  config, rest = DEFAULT_CONFIG, []
-  for a in args:
-    if a == '--config':
-      raise SystemExit('launch: write --config=SPEC (with "="), not --config SPEC.')
-    if a.startswith('--config.workdir='):
-      raise SystemExit('launch: pass the workdir as --workdir=... to the launcher, not --config.workdir after --.')
-    if a.startswith('--config='):
-      config = a[len('--config='):]
-    else:
-      rest.append(a)
-  return config, rest
+  """Splits inception.main's ARGS (command.parse_config_args) into the --config spec (default configs/googlenet.py)
+  and the rest: the overrides, then the other arguments. The workdir is the launcher's --workdir, never an override."""
+  spec, overrides, rest = command.parse_config_args(args)
+  if any(key == 'workdir' for key, _ in overrides):
+    raise SystemExit('launch: pass the workdir as --workdir=... to the launcher, not --config.workdir after --.')
+  return spec or DEFAULT_CONFIG, [*command.override_args(overrides), *rest]
 
 
 def check_workdir(workdir: Optional[str]) -> str:
@@ -155,10 +150,10 @@ def loop_script(command: Sequence[str], max_relaunches: int, delay_s: int = RELA
   tag, cmd = '[launch.tpu_vm] $(date -u +%FT%TZ) $(hostname)', shlex.join(command)
   return '; '.join([
       f'echo $$ > {PIDFILE}', 'n=0', 'while true', f'do echo "{tag} start (relaunch $n)"', cmd, 'code=$?',
-      f'if [ $code -ne {EX_PREEMPTED} ]; then echo "{tag} exited with code $code: not relaunched"; exit $code; fi',
-      f'if [ $n -ge {max_relaunches} ]; then echo "{tag} exit {EX_PREEMPTED} after {max_relaunches} relaunches: '
-      f'giving up"; exit {EX_PREEMPTED}; fi',
-      'n=$((n + 1))', f'echo "{tag} preempted (exit {EX_PREEMPTED}): relaunching in {delay_s} s"',
+      f'if [ $code -ne {EXIT_PREEMPTED} ]; then echo "{tag} exited with code $code: not relaunched"; exit $code; fi',
+      f'if [ $n -ge {max_relaunches} ]; then echo "{tag} exit {EXIT_PREEMPTED} after {max_relaunches} relaunches: '
+      f'giving up"; exit {EXIT_PREEMPTED}; fi',
+      'n=$((n + 1))', f'echo "{tag} preempted (exit {EXIT_PREEMPTED}): relaunching in {delay_s} s"',
       f'sleep {delay_s}', 'done'])
 
 
@@ -235,7 +230,7 @@ def run(opts, args: Sequence[str]) -> None:
 
 
 def parse(argv: Sequence[str]):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], usage='python -m launch.tpu_vm {'
+  parser = command.ArgumentParser(description=__doc__.split('\n\n')[0], usage='python -m launch.tpu_vm {'
                                    + ','.join(ACTIONS) + '} --name=NAME --zone=ZONE [options] [-- ARGS]')
   parser.add_argument('action', choices=ACTIONS)
   parser.add_argument('--name', required=True, help='the TPU VM slice')
@@ -277,4 +272,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  command.run_script(main)

@@ -36,8 +36,7 @@ def test_step_benchmark_prints_throughput_and_flops(mode, tmp_path):
   assert abs(figures['images_per_s'] - 4000 / figures['ms_per_step']) < 1e-6 * figures['images_per_s']
   # XLA's count of the program against the model summary's multiply-adds (2 FLOPs each): measured 0.96x when
   # evaluating; when training about 3x for the model (the forward and two backward products, the aux head) plus the
-  # on-device colour distortions (inception/augment.py): 4.0x before they shared one HSV round trip per slot, 2.96x
-  # since (2026-12-04).
+  # on-device colour distortions (inception/augment.py): 2.96x in all.
   model = nnx.eval_shape(lambda: models.MODELS.get('inception_tiny')(num_classes=10, image_size=64,
                                                                      rngs=nnx.Rngs(params=0)))
   ratio = figures['gflop_per_step'] / 4 / (2e-9 * summary.summarize(model, 64)[1]['multiply_adds'])
@@ -63,7 +62,7 @@ def test_step_benchmark_compares_variants_in_alternating_rounds(tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'inception.benchmark', '--config=configs/googlenet.py:mini', '--mode=eval',
        '--config.model.name=inception_tiny', '--steps=1', '--warmup=1', '--rounds=3', '--batch=4', '--image-size=64',
-       '--num-classes=10', '--variant=big:eval_batch_size=8 model.fuse_1x1=True', f'--json={out}'],
+       '--num-classes=10', '--variant=big:eval_batch_size=8 cpu_kernels=False', f'--json={out}'],
       cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, 'PYTHONPATH': REPO, **TWO_DEVICES})
   assert proc.returncode == 0, proc.stderr[-3000:]
   figures = json.loads(out.read_text())

@@ -144,8 +144,8 @@ def test_image_size_below_the_model_minimum_says_the_minimum():
 
 
 def test_command_line_config_errors_exit_within_seconds_with_one_line(tmp_path):
-  """A value out of range stops the command line with one line and writes nothing (the issue's num_epochs=-1 used to
-  write checkpoints/-2 and exit 0)."""
+  """A value out of range stops the command line with one line and writes nothing (num_epochs=-1 must not write
+  checkpoints/-2 and exit 0)."""
   workdir = tmp_path / 'run'
   proc = subprocess.run([sys.executable, '-m', 'inception.main', '--config=configs/googlenet.py:mini',
                          '--config.num_epochs=-1', f'--config.workdir={workdir}'],
@@ -171,11 +171,3 @@ def test_overrides_apply_to_a_saved_config_with_the_keys_types():
     apply_overrides(saved, [('optimizer', '1')])
   with pytest.raises(ConfigError, match='expected a value of type int'):
     apply_overrides(saved, [('eval_batch_size', 'many')])
-
-
-def test_the_custom_gradients_rule_accepts_exactly_the_models_policies():
-  """config_checks cannot import the models (they import it), so it repeats cpu_grads.POLICIES: this keeps them equal."""
-  from inception.models import cpu_grads  # pylint: disable=import-outside-toplevel
-  (check, allowed), = [(rule[1], rule[2]) for rule in config_checks.RULES if rule[0] == 'model.custom_gradients']
-  assert all(check(p) and repr(p) in allowed for p in cpu_grads.POLICIES)
-  assert not check('sometimes')

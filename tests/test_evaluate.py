@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 
 from inception import sharding, trained
-from inception.data import multicrop
+from inception.data import crop_batches
 from inception.data.sources import build_source
 from inception.evaluators import classification, multicrop as multicrop_eval
-from tests.runs import REPO
+from tests import local_gcs
+from tests.runs import REPO, copy_run
 
 
 def test_crop_batches_carry_every_image_k_times_over_the_processes(finished_run):
@@ -31,9 +32,9 @@ def test_crop_batches_carry_every_image_k_times_over_the_processes(finished_run)
   config.eval_batch_size = 8
   source = build_source(config)
   labels = dict(enumerate(label for _, label in source.files('eval')))
-  parts = [list(multicrop.MultiCropBatches(config, 10, process_index=p, process_count=2, source=source))
+  parts = [list(crop_batches.MultiCropBatches(config, 10, process_index=p, process_count=2, source=source))
            for p in range(2)]
-  assert len(parts[0]) == len(parts[1]) == multicrop.MultiCropBatches(
+  assert len(parts[0]) == len(parts[1]) == crop_batches.MultiCropBatches(
       config, 10, process_index=0, process_count=2, source=source).num_batches
   seen = {}
   for batches in parts:
@@ -176,3 +177,27 @@ def test_two_processes_evaluate_the_images_one_process_does(finished_run, tmp_pa
   want = LINE.findall(single.stdout)
   assert len(want) == 1 and LINE.findall(outs[0][0]) == want
   assert not LINE.findall(outs[1][0])  # process 1 prints no result (gloo's connection lines aside)
+
+
+def test_evaluate_reads_and_writes_a_gs_workdir_and_keeps_each_splits_results(finished_run, tmp_path):
+  """A gs:// workdir served by tests/local_gcs.py (below the path library and orbax's storage spec, so a file the
+  command opened any other way would be missing): evaluate loads the run from it and writes the run's and the
+  ensemble's results there (--out a new gs:// folder); --split=train writes `_train` files beside the held-out split's
+  result, which stays as it was."""
+  workdir, _, results = finished_run
+  run = copy_run(workdir, tmp_path / 'bucket' / 'run')
+  held_out = os.path.join(run, 'eval_1crops_ema.json')
+  with open(held_out, 'w') as f:
+    f.write('{"split": "eval"}')
+  out = subprocess.run(local_gcs.command(tmp_path, 'inception.evaluate', [
+      '--workdirs=gs://bucket/run,gs://bucket/run', '--split=train', '--out=gs://bucket/ensemble']), cwd=REPO,
+      capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert [(bool(e), int(k)) for e, k, *_ in LINE.findall(out.stdout)] == [(False, 1), (False, 1), (True, 1)]
+  assert open(held_out).read() == '{"split": "eval"}'
+  train = json.loads(open(os.path.join(run, 'eval_1crops_ema_train.json')).read())
+  assert train['split'] == 'train' and train['workdir'] == 'gs://bucket/run' and train['step'] == 4
+  assert train['images'] > results['eval/examples']  # the training split is the larger one here
+  ensemble = json.loads(open(tmp_path / 'bucket' / 'ensemble' / 'eval_ensemble_1crops_ema_train.json').read())
+  assert ensemble['workdirs'] == ['gs://bucket/run'] * 2 and ensemble['top1'] == train['top1']
+  assert not os.path.exists(os.path.join(REPO, 'gs:'))  # nothing went to a local folder named after the URL

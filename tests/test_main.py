@@ -15,9 +15,8 @@ def run_main(args, timeout=300):
 
 
 def test_a_folder_where_no_image_decodes_stops_before_training(tmp_path):
-  """Every file is broken: the probe before training stops the run with a DataError and nothing written (it used to
-  hang forever at 100% CPU after creating the workdir). The training stream's own guard is tested in
-  tests/data/test_pipeline.py."""
+  """Every file is broken: the probe before training stops the run with a DataError and nothing written. The training
+  stream's own guard is tested in tests/data/test_pipeline.py."""
   for name in ('a', 'b'):
     os.makedirs(tmp_path / 'data' / name)
     for i in range(10):

@@ -8,6 +8,7 @@ import numpy as np
 from matplotlib import image
 
 from inception import report
+from tests import local_gcs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,3 +93,17 @@ def test_command_errors_name_the_path(tmp_path):
   # Two run workdirs and no --out: where the PNG goes is the user's to say.
   result = run_report(write_run(tmp_path / 'a', curves()), write_run(tmp_path / 'b', curves()))
   assert result.returncode != 0 and '--out' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_command_reads_and_writes_a_gs_sweep_root(tmp_path):
+  """A gs:// sweep root (tests/local_gcs.py: served from a local folder below the path library): its runs are found
+  and labelled from there and the PNG is written there."""
+  sweep = tmp_path / 'bucket' / 'sweep'
+  write_run(sweep / 'a', curves(0.1), {'optimizer.lr': 0.1})
+  write_run(sweep / 'b', curves(0.02), {'optimizer.lr': 0.02})
+  result = subprocess.run(local_gcs.command(tmp_path, 'inception.report', ['gs://bucket/sweep']), cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip().splitlines()[-1] == 'gs://bucket/sweep/curves.png'
+  with open(sweep / 'curves.png', 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'

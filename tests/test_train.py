@@ -68,8 +68,8 @@ def test_batchnorm_gradients_on_four_devices_match_one():
   reordering it on one device does (BN's backward pass is sensitive to summation order at init: ~0.3%)."""
   c = googlenet.get_config('mini')
   c.model.name, c.pp.image_size, c.batch_size = 'inception_tiny', 96, 16
-  # With the default CPU gradients. Their first max-pool VJP (matching window positions against the forward's output)
-  # made this network's gradient move 9% when the batch was reordered on one device; XLA's own pool gradient: 4e-7.
+  # With the default CPU kernels. A max-pool VJP that matched window positions against the forward's output would move
+  # this network's gradient by 9% when the batch is reordered on one device (XLA's own pool gradient: 4e-7).
   c.model.update(dropout_rate=0.0, aux_dropout_rate=0.0)
   batch = next(pipeline.train_batches(c, process_index=0, process_count=1))
   batch.pop('index')

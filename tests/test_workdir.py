@@ -3,6 +3,8 @@ unsafe ones and shorter runs are refused with nothing written, an unwritable fol
 import json
 import os
 import pathlib
+import re
+import shutil
 
 import jax
 import numpy as np
@@ -78,3 +80,39 @@ def test_config_changes_lists_only_differences():
   previous['optimizer']['lr'] = 0.5
   previous['pp']['value_range'] = [-1.0, 1.0]  # JSON lists equal the config's tuples
   assert workdir_lib.config_changes(previous, config) == [f'optimizer.lr: 0.5 -> {config.optimizer.lr!r}']
+
+
+def test_another_data_folder_or_other_excluded_classes_are_refused_and_nothing_is_written(finished_run, tmp_path):
+  """data.root and data.exclude_classes decide which images the checkpoint learned from: another folder (here a copy
+  holding the same images) or other excluded classes are refused before anything is written."""
+  source, config, _ = finished_run
+  workdir = pathlib.Path(copy_run(source, tmp_path / 'run'))
+  before = snapshot(workdir)
+  other = str(shutil.copytree(config.data.root, tmp_path / 'images'))
+  with pytest.raises(WorkdirError, match=re.escape(f"cannot continue: data.root: {config.data.root!r} -> {other!r}")):
+    train.train_and_evaluate(tiny_config(other, workdir, num_epochs=4))
+  assert snapshot(workdir) == before
+  # A run that left out a class (the data has two, the least a classifier takes: its config.json says so instead).
+  saved = json.loads((workdir / 'config.json').read_text())
+  saved['data']['exclude_classes'] = ['Airplanes']
+  (workdir / 'config.json').write_text(json.dumps(saved))
+  before = snapshot(workdir)
+  with pytest.raises(WorkdirError, match=re.escape("cannot continue: data.exclude_classes: ['Airplanes'] -> []")):
+    train.train_and_evaluate(tiny_config(config.data.root, workdir, num_epochs=4))
+  assert snapshot(workdir) == before
+
+
+def test_the_same_data_folder_written_otherwise_is_no_change(finished_run, tmp_path):
+  """The run's absolute data.root given relative to the cwd, through a symbolic link or with a trailing slash names
+  the same folder: the resume is allowed and logs no change; so is the same set of excluded classes in another order."""
+  source, config, _ = finished_run
+  workdir = pathlib.Path(copy_run(source, tmp_path / 'run'))
+  root = config.data.root
+  os.symlink(root, tmp_path / 'link')
+  for same in (os.path.relpath(root), str(tmp_path / 'link'), root + '/'):
+    assert workdir_lib.check_resume(workdir, tiny_config(same, workdir, num_epochs=4, checkpoint_every_steps=2),
+                                    has_checkpoint=True) == []
+  assert not workdir_lib.same_data_root(root, str(tmp_path))
+  assert not workdir_lib.same_data_root('data/missing', str(tmp_path / 'data' / 'missing'))  # not folders: as written
+  previous = json.loads(tiny_config(root, workdir, **{'data.exclude_classes': ('a', 'b')}).to_json_best_effort())
+  assert workdir_lib.config_changes(previous, tiny_config(root, workdir, **{'data.exclude_classes': ('b', 'a')})) == []

@@ -11,11 +11,12 @@ class by default (`--background=keep` keeps it). Nothing is downloaded: FILE is 
 `converted: N tensors -> DIR`.
 """
 import os
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
 
 from absl import app, flags
+
+from inception import command
 
 _FORMAT = flags.DEFINE_string('format', None, 'The weight file\'s format: keras_h5, timm_safetensors or onnx.',
                               required=True)
@@ -36,14 +37,10 @@ def main(argv):
     raise app.UsageError('Pass exactly one weight file: python -m inception.convert --format=... --model=... FILE '
                          '--out=DIR')
   from inception.convert import importer  # pylint: disable=import-outside-toplevel
-  from inception.errors import UserError  # pylint: disable=import-outside-toplevel
-  try:
-    convention = {key: tuple(float(v) for v in flag.value) for key, flag in
-                  (('value_range', _VALUE_RANGE), ('mean', _MEAN), ('std', _STD)) if flag.value}
-    record = importer.convert(_FORMAT.value, _MODEL.value, argv[1], _OUT.value, background=_BACKGROUND.value,
-                              image_size=_IMAGE_SIZE.value, input_convention=convention)
-  except UserError as e:
-    sys.exit(f'{type(e).__name__}: {e}')
+  convention = {key: tuple(float(v) for v in flag.value) for key, flag in
+                (('value_range', _VALUE_RANGE), ('mean', _MEAN), ('std', _STD)) if flag.value}
+  record = importer.convert(_FORMAT.value, _MODEL.value, argv[1], _OUT.value, background=_BACKGROUND.value,
+                            image_size=_IMAGE_SIZE.value, input_convention=convention)  # a UserError: one line
   for line in record['notes'] + [record['classes']]:
     print(line)
   if record['left_initialised']:
@@ -52,4 +49,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  command.run(main)  # it computes no step: never restarts

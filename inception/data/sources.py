@@ -43,13 +43,22 @@ def _check_split(split: str) -> None:
     raise ValueError(f'Unknown split {split!r}; expected one of {SPLITS}.')
 
 
-def resolve_root(root: str) -> pathlib.Path:
-  """Finds a folder root: as given (absolute or relative to the cwd), else relative to the repo root."""
+def find_root(root: str) -> Optional[pathlib.Path]:
+  """The folder `root` names: as given (absolute or relative to the cwd), else relative to the repo root; None if
+  neither is a folder."""
   path = pathlib.Path(os.path.expanduser(str(root)))
   if path.is_dir():
     return path
   if not path.is_absolute() and (_REPO_ROOT / path).is_dir():
     return _REPO_ROOT / path
+  return None
+
+
+def resolve_root(root: str) -> pathlib.Path:
+  """find_root, or a DataError saying where it looked."""
+  path = find_root(root)
+  if path is not None:
+    return path
   raise DataError(
       f'Image folder {str(root)!r} does not exist (looked relative to {os.getcwd()} and {_REPO_ROOT}). '
       'Set --config.data.root=/path/to/images (a folder of class subfolders, or of train/ and val/ '

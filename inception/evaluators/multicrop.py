@@ -1,9 +1,9 @@
 """Multi-crop evaluation: each image's softmax averaged over its 1, 10 or 144 crops (the paper's protocol), and
 ensembles of models averaged the same way.
 
-The crops stream through the devices in fixed-size batches (data/multicrop.py); the jitted predict step's outputs are
-replicated, so every process receives every crop's probabilities with its image's index and adds them into the same
-per-image sums. Memory on the host: one float32 [images, classes] array per model (200 MB for ImageNet's 50,000
+The crops stream through the devices in fixed-size batches (data/crop_batches.py); the jitted predict step's outputs
+are replicated, so every process receives every crop's probabilities with its image's index and adds them into the
+same per-image sums. Memory on the host: one float32 [images, classes] array per model (200 MB for ImageNet's 50,000
 validation images).
 """
 import time
@@ -12,8 +12,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
-from inception import compiler_options, sharding, steps
-from inception.data.multicrop import MultiCropBatches
+from inception import compiler_options, errors, sharding, steps
+from inception.data.crop_batches import MultiCropBatches
 
 
 class CropAverages:
@@ -100,15 +100,16 @@ class MultiCropEvaluator:
 def ensemble(members: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Tuple[np.ndarray, np.ndarray,
                                                                                     np.ndarray]:
   """The models' per-image probabilities averaged (the paper's ensembles average softmax): (probs, labels, seen) over
-  the images every model saw. ValueError when the models were evaluated on different images or classes."""
+  the images every model saw. A UserError when the models were evaluated on different images or classes."""
   shapes = {m[0].shape for m in members}
   if len(shapes) != 1:
-    raise ValueError(f'The models were evaluated on different images or class counts ({sorted(shapes)} as [images, '
-                     f'classes]): an ensemble needs runs on the same eval split and classes.')
+    raise errors.UserError(f'The models were evaluated on different images or class counts ({sorted(shapes)} as '
+                           f'[images, classes]): an ensemble needs runs on the same eval split and classes.')
   seen = np.logical_and.reduce([m[2] for m in members])
   labels = members[0][1]
   for m in members[1:]:
     if np.any(m[1][seen] != labels[seen]):
-      raise ValueError('The models\' eval splits disagree on the labels of the same images: they were not evaluated '
-                       'on the same data (check data.root / data.tfds_name and data.val_fraction of each run).')
+      raise errors.UserError('The models\' eval splits disagree on the labels of the same images: they were not '
+                             'evaluated on the same data (check data.root / data.tfds_name and data.val_fraction of '
+                             'each run).')
   return np.mean([m[0] for m in members], axis=0), labels, seen

@@ -1,7 +1,8 @@
 """The paper's Table 3 for evaluated runs: models, crops, cost, top-1 and top-5 error, and the change against the
 first model's single crop (the paper's "compared to base")."""
-import os
 from typing import Dict, List, Sequence
+
+from etils import epath
 
 COLUMNS = ('models', 'model', 'crops', 'cost', 'top1_error', 'top5_error', 'top5_vs_base')
 
@@ -25,7 +26,8 @@ def table_rows(runs: Sequence, results: Dict) -> List[Dict]:
 
 
 def _name(run) -> str:
-  return f'{os.path.basename(os.path.normpath(run.workdir))} ({run.config.model.name}, {run.config.pp.image_size} px)'
+  folder = epath.Path(run.workdir).name or str(run.workdir)  # local or gs://; '.' has no name
+  return f'{folder} ({run.config.model.name}, {run.config.pp.image_size} px)'
 
 
 def _cell(key: str, value) -> str:

@@ -13,6 +13,7 @@ from inception.config_checks import ConfigError
 from inception.convert import importer
 from inception.convert.mapping import ConvertError
 from inception.convert.onnx_googlenet import LAYERS
+from tests import local_gcs
 from tests.convert import onnx_files
 
 SIZE = 64  # the graph is built for this input side; the layers and their tensors are the same at any size
@@ -110,3 +111,17 @@ def test_another_input_convention_is_recorded_and_checked(tmp_path):
   with pytest.raises(ConfigError, match=r'--config.pp.std=\(0.2, 0.0, 0.2\): expected three numbers > 0'):
     importer.convert('onnx', 'googlenet', str(tmp_path / 'g.onnx'), str(tmp_path / 'bad'), image_size=SIZE,
                      input_convention=dict(std=(0.2, 0.0, 0.2)))
+
+
+def test_a_gs_out_is_written_through_the_path_library(tmp_path):
+  """--out on gs:// (tests/local_gcs.py: served from a local folder below the path library and orbax's storage spec):
+  the config, record and step-0 checkpoint land in the bucket and load back from the URL; a second conversion there is
+  refused."""
+  onnx_files.write(str(tmp_path / 'g.onnx'), onnx_files.random_weights(0, 10), SIZE)
+  with local_gcs.serve(tmp_path):
+    importer.convert('onnx', 'googlenet', str(tmp_path / 'g.onnx'), 'gs://bucket/out', image_size=SIZE)
+    run = trained.load('gs://bucket/out', jax.make_mesh((1,), ('data',)))
+    with pytest.raises(ConvertError, match=r'gs://bucket/out already holds a run'):
+      importer.convert('onnx', 'googlenet', str(tmp_path / 'g.onnx'), 'gs://bucket/out', image_size=SIZE)
+  assert run.step == 0 and run.num_classes == 10
+  assert json.loads((tmp_path / 'bucket' / 'out' / 'converted.json').read_text())['tensors_used'] == 116

@@ -1,6 +1,7 @@
 """launch.slurm and launch/slurm.sbatch: the exact sbatch command (--dry_run), the refusals, and the batch script run
-here for real with a fake srun and scontrol first on PATH: exit 75 requeues the job, 0 and other codes end it, and a
-SIGTERM to the script itself (scancel) ends it without a requeue."""
+here for real with a fake srun and scontrol first on PATH (and launch.slurm --job_command giving it the task's command
+line): exit 75 requeues the job, 0 and other codes end it, and a SIGTERM to the script itself (scancel) ends it without
+a requeue."""
 import json
 import os
 import shlex
@@ -15,6 +16,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SCRIPT = os.path.join(REPO, 'launch', 'slurm.sbatch')
 ARGS = ['--config=configs/googlenet.py:mini', '--config.data.tfds_data_dir=/shared/tensorflow datasets',
         '--config.note=it\'s "quoted" $HOME']
+TASK = ['.venv/bin/python', '-m', 'inception.main']  # what srun starts on every node
 
 # srun: records its arguments, then exits FAKE_SRUN_EXIT; 'wait' plays the job step: it runs until SIGTERM, then
 # "saves" and exits 75. scontrol: records its arguments.
@@ -84,11 +86,12 @@ def test_sbatch_script_syntax_and_directives():
 
 @pytest.fixture
 def job(tmp_path):
-  """A submit directory with a .venv/bin/python, and fake srun and scontrol first on PATH."""
+  """A submit directory with a .venv/bin/python (this interpreter, the checkout on its path), and fake srun and
+  scontrol first on PATH."""
   bin_dir, venv = tmp_path / 'bin', tmp_path / '.venv' / 'bin'
   bin_dir.mkdir()
   venv.mkdir(parents=True)
-  (venv / 'python').write_text('#!/bin/sh\nexit 99\n')
+  (venv / 'python').write_text(f'#!/bin/sh\nPYTHONPATH={shlex.quote(REPO)} exec {shlex.quote(sys.executable)} "$@"\n')
   (bin_dir / 'srun').write_text(FAKE_SRUN.format(python=sys.executable))
   (bin_dir / 'scontrol').write_text(FAKE_SCONTROL)
   for f in (venv / 'python', bin_dir / 'srun', bin_dir / 'scontrol'):
@@ -117,15 +120,14 @@ def test_script_requeues_on_75_only(job, srun_exit, expected_requeues):
   assert r.returncode == srun_exit, r.stdout + r.stderr
   assert requeues(job) == expected_requeues
   assert json.loads((job / 'srun.json').read_text()) == [
-      '.venv/bin/python', '-m', 'inception.main', *ARGS, '--config.workdir=/shared/runs/g', '--distributed']
+      *TASK, ARGS[0], '--config.workdir=/shared/runs/g', '--distributed', *ARGS[1:]]
 
 
 def test_script_default_config_workdir_from_environment_cpus_to_srun(job):
   r = run_job(job, 0, WORKDIR='/shared/runs/env', SLURM_CPUS_PER_TASK='12')
   assert r.returncode == 0, r.stdout + r.stderr
   assert json.loads((job / 'srun.json').read_text()) == [
-      '.venv/bin/python', '-m', 'inception.main', '--config=configs/googlenet.py', '--config.workdir=/shared/runs/env',
-      '--distributed']
+      *TASK, '--config=configs/googlenet.py', '--config.workdir=/shared/runs/env', '--distributed']
   assert (job / 'srun.cpus').read_text() == '12'  # each process gets the job's --cpus-per-task
 
 
@@ -141,7 +143,7 @@ def test_script_gives_up_after_max_requeues(job):
 ])
 def test_script_refusals_run_nothing(job, args, extra, message):
   r = run_job(job, 0, *args, **extra)
-  assert r.returncode == 2 and message in r.stderr
+  assert r.returncode == 1 and message in r.stderr
   assert not (job / 'srun.json').exists()
 
 

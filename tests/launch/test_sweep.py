@@ -8,13 +8,16 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 
+from inception import errors
 from launch import sweep
+from tests import local_gcs
 
-REPO = sweep.REPO
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPEC = 'configs/googlenet.py:mini'
 MINI = os.path.join(REPO, 'data', 'caltech101-mini')
 
@@ -90,8 +93,8 @@ def test_the_config_files_sweep_gives_the_runs(tmp_path, capsys, monkeypatch):
   lines = capsys.readouterr().out.splitlines()
   assert len(lines) == 4 and all('--config.optimizer.lr=' in l and '--config.optimizer.weight_decay=' in l
                                  for l in lines)
-  assert sweep.main(['--config=configs/googlenet.py:caltech101', f'--root={tmp_path}', '--dry_run']) == 2
-  assert "variants with a sweep: 'mini'" in capsys.readouterr().err
+  with pytest.raises(errors.UserError, match="variants with a sweep: 'mini'"):  # the command prints it as one line
+    sweep.main(['--config=configs/googlenet.py:caltech101', f'--root={tmp_path}', '--dry_run'])
 
 
 def test_an_unknown_key_fails_before_anything_runs(tmp_path):
@@ -104,6 +107,17 @@ def test_an_unknown_key_fails_before_anything_runs(tmp_path):
     assert 'ConfigError:' in proc.stderr and ("unknown key 'optimizer.lrr'" in proc.stderr or
                                                "'num_epoch'" in proc.stderr or 'type int' in proc.stderr)
   assert not root.exists()
+
+
+def test_runs_start_in_the_sweeps_directory(tmp_path, monkeypatch):
+  """Paths on the command line (the config, --root, ARGS) mean what they mean where the sweep was started."""
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setattr(sweep, 'build_command', lambda spec, root, run, extra=(): [
+      sys.executable, '-c', 'import os; print(os.getcwd()); print(os.environ["PYTHONPATH"])'])
+  proc = sweep.start_run(SPEC, 'sweep', {'seed': 0}, [], sorted(os.sched_getaffinity(0)))
+  assert proc.wait(timeout=60) == 0
+  cwd, path = (tmp_path / 'sweep' / 'seed=0' / 'sweep.log').read_text().splitlines()
+  assert cwd == str(tmp_path) and path.split(os.pathsep)[0] == REPO  # the config files import `configs`
 
 
 def test_cores_are_split_disjointly():
@@ -216,6 +230,30 @@ def test_execute_runs_skips_and_reports_failures(tmp_path, monkeypatch, capsys):
   assert open(tmp_path / table[2]['name'] / 'sweep.log').read().count('lr too large') == 2
 
 
+def test_a_gs_root_keeps_the_sweeps_files_there(tmp_path, monkeypatch, capsys):
+  """ROOT on gs:// (tests/local_gcs.py: a local stand-in below the path library): the overrides, status files,
+  sweep.csv and each run's sweep.log land in the bucket; a failure's last line is read from its log; a second call
+  skips what is done and the retried run's log keeps its first attempt."""
+  bucket = tmp_path / 'bucket'
+  root = 'gs://bucket/sweep'
+  monkeypatch.setattr(sweep, 'build_command', lambda spec, root, run, extra=(): [  # the run writes where gs:// is
+      sys.executable, '-c', FAKE_MAIN, str(bucket / 'sweep' / sweep.run_name(run)), str(run['optimizer.lr']),
+      str(run['seed'])])
+  monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path / 'tmp'))  # where the runs' logs are written as they run
+  runs = sweep.expand_runs([sweep.parse_axis('optimizer.lr=0.1,2.0'), sweep.parse_axis('seed=0')])
+  with local_gcs.serve(tmp_path):
+    assert sweep.execute(SPEC, root, runs, [], 1) == 1
+    assert sweep.execute(SPEC, root, runs, [], 1) == 1
+  capsys.readouterr()
+  with open(bucket / 'sweep' / 'sweep.csv') as f:
+    table = list(csv.DictReader(f))
+  assert [r['status'] for r in table] == ['done', 'failed'] and table[1]['error'] == 'ValueError: lr too large'
+  assert json.load(open(bucket / 'sweep' / table[0]['name'] / 'overrides.json')) == {'optimizer.lr': 0.1, 'seed': 0}
+  assert json.load(open(bucket / 'sweep' / table[0]['name'] / sweep.STATUS))['status'] == 'done'
+  assert open(bucket / 'sweep' / table[1]['name'] / 'sweep.log').read().count('lr too large') == 2
+  assert not os.path.exists('gs:')  # nothing went to a local folder named after the URL
+
+
 @pytest.fixture
 def small_folder(tmp_path):
   """Two real classes, 8 images each, from the embedded data (~9 train / ~7 eval images)."""
@@ -240,8 +278,8 @@ def test_a_real_sweep_killed_and_resumed(small_folder, tmp_path):
 
   The values differ in float64 but round to the same float32 (the optimizer bakes them into the program as float32
   constants), so every run reuses one compiled train step from the JAX cache (JAX_COMPILATION_CACHE_DIR, inherited).
-  The runs train the smoke-test network (models/tiny.py), 32 steps with a checkpoint at each (at 16, both runs 3-4
-  sometimes finished before the signal reached them, once the CPU steps got faster).
+  The runs train the smoke-test network (models/tiny.py), 32 steps with a checkpoint at each: enough that runs 3-4
+  are still training when the signal reaches them.
   """
   root = tmp_path / 'sweep'
   command = [sys.executable, '-m', 'launch.sweep', f'--config={SPEC}', f'--root={root}',

@@ -240,12 +240,13 @@ def test_a_workdir_not_on_gcs_is_refused_before_anything_runs(action, workdir):
   assert 'gs://' in r.stderr and 'all hosts must share it' in r.stderr
 
 
-def test_workdir_and_config_spelling_in_args_are_refused():
+def test_a_workdir_in_args_is_refused_and_both_config_spellings_are_read():
   base = ['run', f'--name={NAME}', f'--zone={ZONE}', '--workdir=gs://b/r', '--dry_run', '--']
   r = launch(*base, '--config.workdir=gs://b/other')
   assert r.returncode != 0 and '--workdir' in r.stderr and r.stdout == ''
-  r = launch(*base, '--config', 'configs/googlenet.py')
-  assert r.returncode != 0 and '--config=SPEC' in r.stderr
+  assert tpu_vm.train_command('gs://b/r', ['--config', 'configs/googlenet.py:mini', '--config.seed', '3']) == [
+      '.venv/bin/python', '-m', 'inception.main', '--config=configs/googlenet.py:mini', '--config.workdir=gs://b/r',
+      '--distributed', '--config.seed=3']
 
 
 def test_default_config_watch_stop_delete():
