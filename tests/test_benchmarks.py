@@ -198,6 +198,7 @@ def test_the_pytorch_comparison_gives_both_sides_the_same_environment(torch_env,
   assert log.read_text().split() == [settings.get('GLIBC_TUNABLES', 'unset'), settings.get('LD_PRELOAD', 'unset')]
 
 
+@pytest.mark.slow
 @TWO_CORES
 def test_the_pytorch_comparison_in_two_processes_sums_the_reference_copies(tmp_path):
   """--processes=2: this project as one 2-process job, the reference as 2 pinned copies at once, their rates summed."""

@@ -66,7 +66,7 @@ class AuxHead(nnx.Module):
     self.fc = layers.dense(768, num_classes, bias_init=0.0, dtype=dtype, rngs=rngs)
 
   def __call__(self, x, *, rngs=None):
-    x = self.conv1(self.conv0(blocks.pool(x, Pool('avg', 5, 3), 'never')))
+    x = self.conv1(self.conv0(blocks.pool(x, Pool('avg', 5, 3))))
     return self.fc(x.reshape(x.shape[0], -1)).astype('float32')
 
 

@@ -53,6 +53,7 @@ def test_inception_resnet_v2_gives_keras_logits(tmp_path):
   assert theirs.std() > 0.1 and np.abs(ours - theirs).max() < 1e-4
 
 
+@pytest.mark.slow  # the logits test keeps the Keras fixture in `make test`
 def test_a_file_without_the_top_leaves_the_head_initialised(keras_v3, tmp_path):
   """include_top=False files (`..._notop.h5`): every backbone tensor used, the classifier left at its
   initialisation for 1000 classes (to be fine-tuned)."""
@@ -69,6 +70,7 @@ def test_a_file_without_the_top_leaves_the_head_initialised(keras_v3, tmp_path):
   assert 'no classifier' in record['classes']
 
 
+@pytest.mark.slow  # the logits test keeps the Keras fixture in `make test`
 def test_the_wrong_model_for_the_file_is_refused(keras_v3, tmp_path):
   with pytest.raises(ConvertError, match=r'94 numbered convolutions .*inception_resnet_v2 has 203 conv-BN units'):
     importer.convert('keras_h5', 'inception_resnet_v2', keras_v3[0], str(tmp_path / 'a'), image_size=SIZE)

@@ -90,7 +90,8 @@ def torch_layout(key, value):
   return mapping.torch_linear(value) if value.ndim == 2 else value
 
 
-@pytest.mark.parametrize('name', ['inception_v3', 'inception_v3_aux', 'inception_v4', 'inception_resnet_v2'])
+@pytest.mark.parametrize('name', ['inception_v3'] + [pytest.param(n, marks=pytest.mark.slow) for n in (
+    'inception_v3_aux', 'inception_v4', 'inception_resnet_v2')])
 def test_every_tensor_lands_once_in_its_place(name, tmp_path):
   model_name = name.replace('_aux', '')
   source = distinct_file(tmp_path / 'model.safetensors', name)

@@ -8,8 +8,8 @@ from inception.models.blocks import Conv, Pool
 
 def test_average_pools_count_the_padding_only_when_asked():
   x = np.ones((1, 4, 4, 2), np.float32)
-  tf_style = np.asarray(blocks.pool(x, Pool('avg', 3, 1, 'same'), 'never'))
-  torch_style = np.asarray(blocks.pool(x, Pool('avg', 3, 1, 1), 'never'))
+  tf_style = np.asarray(blocks.pool(x, Pool('avg', 3, 1, 'same')))
+  torch_style = np.asarray(blocks.pool(x, Pool('avg', 3, 1, 1)))
   np.testing.assert_allclose(tf_style, 1.0)  # every output averages ones
   assert torch_style[0, 0, 0, 0] == np.float32(4 / 9) and torch_style[0, 0, 1, 0] == np.float32(6 / 9)
   assert torch_style[0, 1, 1, 0] == 1.0 and torch_style.shape == x.shape

@@ -56,8 +56,7 @@ def eight_images(root) -> str:
   return str(root)
 
 
-# The three largest compile for minutes on 2 cores: they run with `make test-slow` (CI runs both).
-HEAVY = ('inception_v4', 'inception_resnet_v1', 'inception_resnet_v2')
+# Each compiles for minutes on 2 cores: they run with `make test-slow` (CI runs both).
 
 
 # The fixed-batch learning rate per model, for its recipe's own optimizer (SGD for bn_inception, RMSProp for the rest),
@@ -70,7 +69,8 @@ FIXED_BATCH_LR = {'bn_inception': 0.01, 'inception_v3': 1e-3, 'inception_v4': 1e
                   'inception_resnet_v2': 1e-3}
 
 
-@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in FAMILY])
+@pytest.mark.slow
+@pytest.mark.parametrize('name', FAMILY)
 def test_each_model_learns_checkpoints_resumes_and_evaluates(name, tmp_path):
   """The model's own :mini recipe at 75 px on 8 training images (batch 8: each step sees them all) with dropout, the
   colour distortions, flips, random crops and random resize methods off (each step's batch is the same 8 whole
