@@ -48,7 +48,7 @@ train: install
 
 # The suite without the tests marked slow (multi-process kill-and-resume, a real sweep, ...); CI runs both targets.
 # Both spread their tests over 2 pytest-xdist workers (tests sharing a costly module fixture carry one xdist_group).
-# On the 2-core development machine: make test 9.9 min (26.3 in one process), make test-slow 27.6 (CI: 37 in one).
+# Timings: README, "The two commands".
 test: install
 	$(PY) -m pytest -q tests -m "not slow" -n 2 --dist loadgroup $(ARGS)
 
