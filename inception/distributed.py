@@ -4,6 +4,9 @@ Explicit: `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` (or
 JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID). Without them `jax.distributed.initialize()` detects the
 cluster itself (Cloud TPU VM metadata, SLURM, Open MPI). On CPU, cross-process collectives use gloo (JAX's default,
 `jax_cpu_collectives_implementation`), so several processes on one machine form a real cluster (launch/local.py).
+JAX's preemption sync manager is turned off (`jax_enable_preemption_service`): the training loop agrees on its stop
+step itself (inception/preemption.py), and the manager's C++ SIGTERM handler would take the signal from it; commands
+that do not train keep SIGTERM's default action.
 """
 import os
 from typing import Optional
@@ -58,7 +61,14 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
   """Connects this process to the others (blocks until all have joined)."""
   kwargs = settings(coordinator_address, num_processes, process_id)
   logging.info('jax.distributed.initialize(%s)', ', '.join(f'{k}={v}' for k, v in kwargs.items()) or 'auto-detect')
+  jax.config.update('jax_enable_preemption_service', False)
   jax.distributed.initialize(**kwargs)
+
+
+def client():
+  """The coordination service's client (key-value store, barriers) of this process; None in a single process."""
+  from jax._src import distributed as jax_distributed  # pylint: disable=import-outside-toplevel
+  return jax_distributed.global_state.client
 
 
 def barrier(name: str, timeout_s: int = 1800) -> None:
@@ -67,5 +77,4 @@ def barrier(name: str, timeout_s: int = 1800) -> None:
   process."""
   if jax.process_count() == 1:
     return
-  from jax._src import distributed as jax_distributed  # pylint: disable=import-outside-toplevel
-  jax_distributed.global_state.client.wait_at_barrier(name, timeout_in_ms=int(timeout_s * 1000))
+  client().wait_at_barrier(name, timeout_in_ms=int(timeout_s * 1000))

@@ -38,8 +38,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   logging.get_absl_handler().addFilter(_quiet_libraries)
+  from inception import preemption  # no jax: from here on (imports and joining included) a signal stops the run at
+  preemption.catch_signals()        # a step every process agrees on, with exit code 75
   import jax  # after flag parsing, so --help is fast
-  from inception import distributed, preemption, train
+  from inception import distributed, train
   from inception.data import sources
   from inception.models import ops
 

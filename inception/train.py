@@ -3,6 +3,7 @@
 Everything this file does is decided by the config (configs/*.py); the jitted steps live in steps.py and stay pure,
 while this loop does the I/O around them: input batches, logs, evaluations and checkpoints.
 """
+import collections
 import itertools
 import json
 from typing import Dict, Optional, Sequence
@@ -22,15 +23,25 @@ from inception.errors import DivergedError, WorkdirError
 from inception.data import pipeline
 from inception.evaluators import EVALUATORS
 
+# How many steps the host may dispatch ahead of the device. A stop is agreed at the check after the host's step, so
+# the checkpoint comes at most this many device steps (plus one) after the signal; unbounded, the host runs up to a log
+# interval ahead (it waits for the device only to log), on `:mini` 25 steps or a minute on 2 cores, twice a spot VM's
+# 30 s grace period. Two steps in flight keep the device as busy as more.
+MAX_AHEAD = 2
+
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        devices: Optional[Sequence[jax.Device]] = None) -> Dict[str, float]:
   """Trains `config` in `config.workdir` (resuming from its latest checkpoint) and returns the final evaluation.
 
   Expected failures raise inception.errors.UserError subclasses before anything is written where possible. SIGTERM or
-  SIGINT (from here on, compilation included) raises preemption.Preempted once a checkpoint of the next step is on disk.
+  SIGINT (caught from here on, or earlier with preemption.catch_signals) raises preemption.Preempted at the next check
+  every process agrees on (inception/preemption.py): after a step or an evaluation once that step's checkpoint is on
+  disk, or before the first step with nothing new to save. During the final evaluation the run finishes instead.
   """
-  with preemption.PreemptionWatcher(multi_process=jax.process_count() > 1) as watcher:
+  with preemption.PreemptionWatcher(multi_process=jax.process_count() > 1, client=distributed.client(),
+                                    process_index=jax.process_index(),
+                                    process_count=jax.process_count()) as watcher:
     return _train_and_evaluate(config, devices, watcher)
 
 
@@ -104,6 +115,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, devices: Optional[Seq
     workdir_lib.write_config(workdir, config, start_step)
     workdir_lib.write_class_names(workdir, source.class_names)
   writer = metrics.MetricWriter(workdir, resume_step=start_step)
+  _stop_before_training(watcher, start_step, total_steps, writer, ckpt)  # signalled while starting: compile nothing
 
   # ---------------------------------------------------------------- Steps and evaluators
   train_step = jax.jit(steps.make_train_step(train_graphdef, tx, schedule, config),
@@ -124,22 +136,29 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, devices: Optional[Seq
                                    start_step=start_step, source=source)
   guard = pipeline.BadImageGuard(config.data.max_bad_fraction, min_examples=min(num_train, 256))
   eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
-  if jax.process_count() > 1 and start_step < total_steps:
-    # Compile before the first collective, then meet: a process still compiling when another runs the first step
+  if start_step < total_steps:
+    # Compile before the first step, where a signal ends the process at once (a compilation can outlast a grace
+    # period). With several processes, meet after it: a process still compiling when another runs the first step
     # would miss the CPU collectives' 30 s window (the coordination service's barrier waits minutes).
-    first = next(batches)
-    batches = itertools.chain([first], batches)
-    train_step = train_step.lower(state, sharding.to_global(
-        {k: v for k, v in first.items() if k != 'index'}, mesh)).compile()
-    distributed.barrier('train_step_compiled')
+    with watcher.interruptible(f'at step {start_step} of {total_steps}, while compiling'):
+      first = next(batches)
+      batches = itertools.chain([first], batches)
+      train_step = train_step.lower(state, sharding.to_global(
+          {k: v for k, v in first.items() if k != 'index'}, mesh)).compile()
+      distributed.barrier('train_step_compiled')
+  _stop_before_training(watcher, start_step, total_steps, writer, ckpt, keep=(batches, evaluators))  # agreed later
   throughput = metrics.Throughput(start_step)
   history = metrics.StepHistory()
+  in_flight = collections.deque()  # the last steps' metrics, to keep the host at most MAX_AHEAD steps ahead
   for step in range(start_step + 1, total_steps + 1):
     batch = next(batches)
     batch.pop('index')
     guard.update(batch['mask'])
     state, step_metrics = train_step(state, sharding.to_global(batch, mesh))
     history.add(step, step_metrics)
+    in_flight.append(step_metrics)
+    if len(in_flight) > MAX_AHEAD:
+      jax.block_until_ready(in_flight.popleft())
     stop = watcher.should_stop(step)
     save = stop or step == total_steps or step % config.checkpoint_every_steps == 0
 
@@ -156,14 +175,20 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, devices: Optional[Seq
                    means['lr'], rate, metrics.format_duration(eta))
     if step % eval_every == 0 and step != total_steps and not stop:
       evaluate(step)
+      if watcher.should_stop(step):  # a signal during the evaluation: stop at this step
+        if not save:
+          _check_finite(history.fetch(), counts, config.nan_policy, ckpt)
+        stop = save = True
     if save:
       ckpt.maybe_save(step, state, counts, force=True)
     if stop:
       ckpt.wait()
+      ckpt.close()
       writer.close()
       logging.warning('Stopped by %s at step %d of %d: the checkpoint is on disk; exiting with %d so the launcher '
                       'runs the job again.', watcher.signal_name, step, total_steps, preemption.EXIT_PREEMPTED)
-      raise preemption.Preempted(step, watcher.signal_name)
+      preemption.exit_when_done(preemption.EXIT_PREEMPTED, keep=(batches, evaluators))
+      raise preemption.Preempted(watcher.signal_name, step)
 
   # ---------------------------------------------------------------- Final evaluation
   ckpt.maybe_save(total_steps, state, counts, force=True)  # no-op unless the loop ran no step
@@ -178,7 +203,22 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, devices: Optional[Seq
   if counts['train_skipped_images'] or results.get('eval/skipped_images'):
     logging.warning('Skipped undecodable images: %d in training (image-steps), %d in evaluation.',
                     counts['train_skipped_images'], results.get('eval/skipped_images', 0))
+  preemption.exit_when_done(0, keep=(batches, evaluators))  # the command ends without its slow teardown
   return results
+
+
+def _stop_before_training(watcher: preemption.PreemptionWatcher, start_step: int, total_steps: int, writer, ckpt,
+                          keep=()) -> None:
+  """A check point before the first step: raises preemption.Preempted (nothing new to save) at the agreed one."""
+  if not watcher.should_stop(start_step):
+    return
+  ckpt.close()
+  writer.close()
+  logging.warning('Stopped by %s at step %d of %d, before training further: nothing new to save; exiting with %d so '
+                  'the launcher runs the job again.', watcher.signal_name, start_step, total_steps,
+                  preemption.EXIT_PREEMPTED)
+  preemption.exit_when_done(preemption.EXIT_PREEMPTED, keep=keep)
+  raise preemption.Preempted(watcher.signal_name, start_step, saved=False)
 
 
 def _check_resumable(meta, source, step: int, total_steps: int, workdir) -> None:
