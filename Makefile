@@ -14,7 +14,7 @@ UV := $(VENV)/bin/uv
 # The lock is for CPython 3.11 on Linux x86-64 (CPU jax); accelerator builds are added on top (README, "Installing").
 LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
-.PHONY: install install-cuda install-tpu lock train test test-slow summary clean
+.PHONY: install install-cuda install-tpu install-test-services lock train test test-slow summary clean
 
 install: $(STAMP) $(KERNEL)
 
@@ -54,6 +54,10 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -q tests -m slow -n 2 --dist loadgroup $(ARGS)
+
+# The real services of tests/services (a one-node SLURM cluster, a Cloud Storage emulator); needs root.
+install-test-services: install
+	tests/services/install.sh
 
 summary: install
 	$(PY) -m inception.models googlenet
