@@ -45,6 +45,11 @@ def imagenet() -> ml_collections.ConfigDict:
   # same results to float32 rounding (docs/performance.md has the speeds).
   c.cpu_kernels = True
 
+  # JAX's persistent compilation cache (inception/compile_cache.py): a restarted or resumed run, and evaluate and
+  # predict on it, load the compiled steps instead of compiling again. `{workdir}` is the run's workdir; any folder
+  # every host reaches works (gs:// too), e.g. one shared by a sweep's runs. '' = off.
+  c.compile_cache = '{workdir}/compile_cache'
+
   # XLA options every step compiles with, per backend (jax.default_backend()). On CPU, YNNPACK takes only the
   # reductions; convolutions and matrix products go to XLA's own kernels: 1.4x the train step of the published net
   # at 224 px on 2 cores, 1.0-1.1x at 112 px with BN (docs/performance.md). `{}` = XLA's defaults.
@@ -101,7 +106,7 @@ def imagenet() -> ml_collections.ConfigDict:
   # with the global batch: lr x batch_size / lr_batch_size (0.08 at batch 256).
   c.batch_size = 256            # global, over all devices and hosts
   c.eval_batch_size = 250
-  c.num_epochs = 250            # Caffe's 10M iterations at batch 32
+  c.num_epochs = 250.0          # Caffe's 10M iterations at batch 32; fractions too (round(epochs x steps per epoch))
   c.optimizer = ml_collections.ConfigDict(dict(
       name='sgd', lr=0.01, lr_batch_size=32, momentum=0.9, nesterov=False, weight_decay=2e-4))
   c.schedule = ml_collections.ConfigDict(dict(

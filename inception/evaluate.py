@@ -70,13 +70,14 @@ def main(argv, overrides):
   if not workdirs:
     raise app.UsageError('Pass --workdir=W (or --workdirs=W1,W2,... for an ensemble).')
   import jax  # pylint: disable=import-outside-toplevel
-  from inception import distributed, sharding, trained  # pylint: disable=import-outside-toplevel
+  from inception import compile_cache, distributed, sharding, trained  # pylint: disable=import-outside-toplevel
   from inception.evaluators import table as report_table  # pylint: disable=import-outside-toplevel
   from inception.evaluators.multicrop import ensemble, scores  # pylint: disable=import-outside-toplevel
   out_dir = _OUT.value or workdirs[0]
   weights = _WEIGHTS.value
   if _DISTRIBUTED.value:  # a bad setting, config or checkpoint: a UserError, one line (inception/command.py)
     distributed.initialize()
+  compile_cache.enable(trained.load_config(workdirs[0], overrides).get('compile_cache', ''), workdirs[0])
   mesh = sharding.make_mesh()
   lead = jax.process_index() == 0
   runs = [trained.load(w, mesh, overrides=overrides, step=_STEP.value, weights=weights) for w in workdirs]

@@ -41,7 +41,7 @@ def main(argv):
   from inception import preemption  # no jax: from here on (imports and joining included) a signal stops the run at
   preemption.catch_signals()        # a step every process agrees on, with exit code 75
   import jax  # after flag parsing, so --help is fast
-  from inception import distributed, train
+  from inception import compile_cache, distributed, train
   from inception.data import sources
   from inception.models import ops
 
@@ -53,6 +53,7 @@ def main(argv):
                jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
   logging.info('%s (inception/host_memory.py).', host_memory.describe())
   logging.info('%s (inception/models/ops.py).', ops.describe(ops.setting(_CONFIG.value), jax.default_backend()))
+  compile_cache.enable(_CONFIG.value.compile_cache, _CONFIG.value.workdir)
   try:
     results = train.train_and_evaluate(_CONFIG.value)
   except sources.DatasetNotPreparedError as e:

@@ -56,8 +56,9 @@ def main(argv):
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from inception import augment, compiler_options, sharding, steps, trained  # pylint: disable=import-outside-toplevel
+  from inception import augment, compile_cache, compiler_options, sharding, steps, trained  # pylint: disable=import-outside-toplevel
   from inception.data import crops as crops_lib  # pylint: disable=import-outside-toplevel
+  compile_cache.enable(trained.load_config(_WORKDIR.value).get('compile_cache', ''), _WORKDIR.value)
   mesh = sharding.make_mesh(jax.local_devices()[:1])
   run = trained.load(_WORKDIR.value, mesh, step=_STEP.value, weights=_WEIGHTS.value)  # a UserError: one line
   crops = int(_CROPS.value)

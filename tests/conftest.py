@@ -9,6 +9,8 @@ os.environ.setdefault('KERAS_BACKEND', 'jax')  # the reference models of tests/c
 # Compiled programs are cached on disk, so the end-to-end tests' subprocesses reuse what earlier tests compiled.
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(os.path.dirname(os.path.dirname(__file__)), '.cache', 'jax'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
+# As the commands set it (inception/compile_cache.py): else a multi-device step with a CPU kernel never hits the cache.
+os.environ.setdefault('JAX_REMOVE_CUSTOM_PARTITIONING_PTR_FROM_CACHE_KEY', 'true')
 
 
 import pytest  # noqa: E402  (after the environment above is set)

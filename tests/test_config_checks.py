@@ -71,7 +71,8 @@ def test_valid_overrides_pass():
 @pytest.mark.parametrize('arg, message', [
     ('--config.optimizer.lrr=0.1', "unknown key 'optimizer.lrr'.*keys there: lr, lr_batch_size, momentum"),
     ('--config.nope=1', "no 'nope' at the top level"),
-    ('--config.num_epochs=ten', r'expected a value of type int, like \d+'),
+    ('--config.batch_size=ten', r'expected a value of type int, like \d+'),
+    ('--config.num_epochs=ten', r'expected a value of type float, like \d+\.\d'),
     ('--config.optimizer.lr=fast', 'expected a value of type float'),
     ('--config.model.aux_heads=maybe', 'expected a value of type bool'),
     ('--config.pp.train.area_range=0.5', 'expected a value of type tuple'),
@@ -96,8 +97,8 @@ def test_every_variant_passes_the_semantic_checks(variant):
 
 
 @pytest.mark.parametrize('key, value, allowed', [
-    ('num_epochs', -1, 'a number > 0'),
-    ('num_epochs', 0, 'a number > 0'),
+    ('num_epochs', -1.0, 'a number > 0'),
+    ('num_epochs', 0.0, 'a number > 0'),
     ('batch_size', 0, 'an integer > 0'),
     ('eval_batch_size', -8, 'an integer > 0'),
     ('pp.image_size', 0, 'an integer > 0'),
@@ -151,7 +152,7 @@ def test_command_line_config_errors_exit_within_seconds_with_one_line(tmp_path):
                          '--config.num_epochs=-1', f'--config.workdir={workdir}'],
                         cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 1
-  assert proc.stderr.strip().splitlines()[-1] == 'ConfigError: --config.num_epochs=-1: expected a number > 0.'
+  assert proc.stderr.strip().splitlines()[-1] == 'ConfigError: --config.num_epochs=-1.0: expected a number > 0.'
   assert 'Traceback' not in proc.stderr and not workdir.exists()
 
 
