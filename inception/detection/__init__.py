@@ -1,0 +1,5 @@
+"""Object detection beside classification (the paper's section 8): annotated images, box geometry, NMS and mAP.
+
+Host-side numpy throughout; the models, the training loop and the commands are the classification ones. Every setting
+(class list, IoU thresholds, context padding) comes from the config (configs/detection.py), never from defaults here.
+"""
