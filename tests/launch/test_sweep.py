@@ -105,7 +105,7 @@ def test_an_unknown_key_fails_before_anything_runs(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and proc.stdout == ''
     assert 'ConfigError:' in proc.stderr and ("unknown key 'optimizer.lrr'" in proc.stderr or
-                                               "'num_epoch'" in proc.stderr or 'type int' in proc.stderr)
+                                               "'num_epoch'" in proc.stderr or 'type float' in proc.stderr)
   assert not root.exists()
 
 
