@@ -19,8 +19,7 @@ from flax import nnx
 
 from inception import models, train
 from launch import local
-from tests.runs import REPO, assert_trees_close, make_small_folder, relative_difference, restore_state, tiny_config, \
-    tiny_flags
+from tests.runs import REPO, assert_trees_close, relative_difference, restore_state, tiny_config, tiny_flags
 
 # The smoke-test network (tests/runs.py TINY: BatchNorm, dropout and an aux head on), 6 steps, a checkpoint every step,
 # all kept (the comparisons below read single steps).
@@ -37,8 +36,8 @@ ONE_STEP, SIX_STEPS = 1e-3, 3e-2
 
 
 @pytest.fixture(scope='module')
-def small_folder(tmp_path_factory):
-  return make_small_folder(tmp_path_factory.mktemp('images'))
+def small_folder(small_images):
+  return small_images  # the images of the shared 2 x 2 run (conftest.py)
 
 
 def launch_local(small_folder, workdir, num_processes=2, devices_per_process=2, max_relaunches=0, **overrides):
@@ -62,15 +61,6 @@ def wait(proc, timeout=900):
 def read(path):
   with open(path) as f:
     return f.read()
-
-
-@pytest.fixture(scope='module')
-def two_by_two(small_folder, tmp_path_factory):
-  """An uninterrupted 2 processes x 2 devices run."""
-  workdir = tmp_path_factory.mktemp('two_by_two')
-  code = wait(launch_local(small_folder, workdir))
-  assert code == 0, read(workdir / 'launcher.log')[-3000:]
-  return workdir
 
 
 def initial_params(small_folder, tmp_path):
