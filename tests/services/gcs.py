@@ -2,15 +2,16 @@
 its binary), on 127.0.0.1 with a free port and an in-memory backend, and the environment that sends every client a
 `gs://` run uses to it:
 - TensorStore (orbax's checkpoint arrays): TENSORSTORE_GCS_HTTP_URL and GOOGLE_AUTH_TOKEN_FOR_TESTING;
-- google-cloud-storage (orbax's step listing, the bucket's namespace question, deleting old steps): STORAGE_EMULATOR_HOST;
-- TensorFlow's tf.io.gfile (etils.epath while TensorFlow is installed, so every workdir file; the image folder and TFDS
-  readers; TensorBoard): its Google hosts are fixed in the binary, so https_proxy points it at a local TLS-terminating
-  proxy (tests/services/gcs_proxy.py) with a certificate made here by openssl, and CURL_CA_BUNDLE makes it trusted.
+- google-cloud-storage (orbax's step listing, its namespace question, deleting old steps): STORAGE_EMULATOR_HOST;
+- google-cloud-cpp inside array_record (TFDS datasets prepared as ArrayRecord): CLOUD_STORAGE_EMULATOR_ENDPOINT;
+- TensorFlow's tf.io.gfile (etils.epath while TensorFlow is installed, so every workdir file; image folders, TFRecord
+  TFDS datasets, TensorBoard): its Google hosts are fixed in the binary, so https_proxy points it at a local
+  TLS-terminating proxy (tests/services/gcs_proxy.py) whose certificate openssl makes here, trusted via CURL_CA_BUNDLE.
 
-Why a proxy rather than making the project write through a client that takes an endpoint: TFDS and TensorBoard read and
-write gs:// through tf.io.gfile whatever the project does, and so does tf.data's file reading; the proxy lets the tests
-run the same code a user's run on a real bucket runs, down to the HTTP requests, with nothing in the project changed for
-tests. `no_proxy` keeps the emulator, JAX's coordinator (gRPC honours https_proxy) and everything else on 127.0.0.1 direct.
+Why the proxy rather than making the project write through a client that takes an endpoint: TFDS, TensorBoard and
+tf.data read and write gs:// through tf.io.gfile whatever the project does, so only the proxy lets a test run the code
+a user's run on a real bucket runs, down to the HTTP requests, with nothing in the project changed for tests.
+`no_proxy` keeps the emulator, JAX's coordinator (gRPC honours https_proxy) and all else on 127.0.0.1 direct.
 
 `gcs_emulator` (session) starts one emulator per pytest process; `gcs` (per test) makes a fresh bucket and sets the
 environment, so commands the test starts in subprocesses use it too. Import both into a test module.
@@ -122,6 +123,17 @@ def serve() -> Iterator[Emulator]:
       except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def upload(local, url: str) -> str:
+  """Copies the local folder `local` to `url` through tf.io.gfile (what `gcloud storage cp -r` would leave); returns
+  `url`."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  for folder, _, files in os.walk(local):
+    for name in files:
+      path = os.path.join(folder, name)
+      tf.io.gfile.copy(path, f'{url}/{os.path.relpath(path, local)}', overwrite=True)
+  return url
 
 
 @pytest.fixture(scope='session')

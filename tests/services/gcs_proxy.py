@@ -5,11 +5,14 @@ https://storage.googleapis.com, but through libcurl, which honours `https_proxy`
 answers CONNECT for those two hosts only (anything else is refused: nothing leaves 127.0.0.1), terminates TLS with a
 certificate the test made, and forwards each request over plain HTTP to the emulator. Two differences of the emulator
 are bridged here: it answers TF's `Transfer-Encoding: identity` on empty uploads with 501 (the body is forwarded with a
-Content-Length instead), and it names a resumable upload's session `http://` (the Location is made https, so the
-upload's next request comes back through the proxy).
+Content-Length instead); it names a resumable upload's session `http://` (the Location is made https, so the
+upload's next request comes back through the proxy); and it lacks the bucket's `storageLayout`, which TF asks before
+renaming a folder (answered here as Cloud Storage answers for a bucket without hierarchical namespace).
 """
 import http.client
 import http.server
+import json
+import re
 import socketserver
 import ssl
 import threading
@@ -45,6 +48,16 @@ def _forwarder(upstream_port: int):
 
     def forward(self):
       body = _read_body(self)
+      layout = re.fullmatch(r'/storage/v1/b/([^/?]+)/storageLayout(\?.*)?', self.path)
+      if layout and self.command == 'GET':
+        data = json.dumps({'kind': 'storage#storageLayout', 'bucket': layout.group(1), 'location': 'US-CENTRAL1',
+                           'locationType': 'region'}).encode()
+        self.send_response(200)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        return
       headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
       upstream = http.client.HTTPConnection('127.0.0.1', upstream_port, timeout=300)
       try:
