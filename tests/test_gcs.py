@@ -23,19 +23,11 @@ from etils import epath
 from inception import train
 from inception.data import sources
 from tests.runs import REPO, assert_trees_close, make_small_folder, restore_state, tiny_config, tiny_flags
-from tests.services.gcs import gcs, gcs_emulator  # noqa: F401  pylint: disable=unused-import  (the fixtures)
+from tests.services.gcs import gcs, gcs_emulator, upload  # noqa: F401  pylint: disable=unused-import  (fixtures)
 
 # The smoke-test network (tests/runs.py TINY), 8 steps of batch 8, a checkpoint every step and the last 2 kept.
 RUN = dict(num_epochs=8, checkpoint_every_steps=1, keep_checkpoints=2)
 FINAL = re.compile(r'^final eval \(EMA weights, (\d+) images\): top1=([\d.]+)', re.M)
-
-
-def upload(local: str, url: str) -> None:
-  """Copies the folder `local` to `url` through tf.io.gfile (what `gcloud storage cp -r` would leave)."""
-  for folder, _, files in os.walk(local):
-    for name in files:
-      path = os.path.join(folder, name)
-      tf.io.gfile.copy(path, f'{url}/{os.path.relpath(path, local)}')
 
 
 def steps(workdir: str) -> list:
@@ -69,6 +61,39 @@ def tensorboard_steps(workdir: str, tag: str) -> list:
     for event in tf.compat.v1.train.summary_iterator(path):
       found += [event.step for value in event.summary.value if value.tag == tag]
   return sorted(found)
+
+
+def test_an_image_folder_on_gcs_is_the_local_folder(gcs, tmp_path):
+  """The folder source on a gs:// copy of a folder (nested images, a hidden folder, a text file, a train/val layout)
+  lists the same classes, splits and left-out files as on the local folder, and reads the same bytes; a gs:// folder
+  that does not exist is a DataError naming it."""
+  local = tmp_path / 'images'
+  make_small_folder(local / 'flat')
+  for name in ('flat/Motorbikes/nested', 'flat/.hidden', 'split/train/a', 'split/train/b', 'split/val/a'):
+    os.makedirs(local / name)
+  first = sorted((local / 'flat' / 'Motorbikes').glob('*.jpg'))[0]
+  for target in ('flat/Motorbikes/nested/x.jpg', 'flat/.hidden/y.jpg', 'split/train/a/1.jpg', 'split/train/b/2.jpg',
+                 'split/val/a/3.jpg'):
+    (local / target).write_bytes(first.read_bytes())
+  (local / 'flat' / 'Faces_easy' / 'notes.txt').write_text('not an image')
+  upload(local, f'{gcs}/images')
+  for layout in ('flat', 'split'):
+    found = {}
+    for where, root in (('local', str(local / layout)), ('gcs', f'{gcs}/images/{layout}/')):
+      source = sources.FolderSource(ml_collections.ConfigDict(dict(root=root, val_fraction=0.25)))
+      prefix = str(source.root) + '/'
+      files = {split: [(path[len(prefix):], label) for path, label in source.files(split)] for split in sources.SPLITS}
+      data = source.dataset('train', process_index=0, process_count=1).take(3)
+      read = [example['image_bytes'] for example in data.as_numpy_iterator()]
+      found[where] = source.class_names, files, source.ignored_files, read
+    assert found['gcs'] == found['local'], layout
+    if layout == 'flat':
+      listed = [path for split in found['gcs'][1].values() for path, _ in split]
+      assert 'Motorbikes/nested/x.jpg' in listed and found['gcs'][2] == {'.txt': 1}
+    else:
+      assert found['gcs'][0] == ['a', 'b'] and len(found['gcs'][1]['eval']) == 1
+  with pytest.raises(sources.DataError, match=rf"Image folder '{gcs}/nothing' does not exist \(no object has that "):
+    sources.FolderSource(ml_collections.ConfigDict(dict(root=f'{gcs}/nothing', val_fraction=0.25)))
 
 
 @pytest.mark.slow
