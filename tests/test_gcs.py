@@ -1,11 +1,12 @@
 """Runs on Cloud Storage for real, against the emulator of tests/services/gcs.py: every byte goes over HTTP through the
-clients a user's gs:// run uses (tf.io.gfile under etils.epath, TFDS, TensorBoard and tf.data; TensorStore and
-google-cloud-storage under orbax).
+clients a user's gs:// run uses (tf.io.gfile under etils.epath, tf.data, TFDS and TensorBoard; TensorStore and
+google-cloud-storage under orbax; array_record's own client).
 
-One training run reads its images from a gs:// folder and writes its workdir there; it is SIGKILLed after a checkpoint
-and resumed to the bitwise same end as a run on local files that was never stopped, keeps only `keep_checkpoints`
-steps, and leaves metrics, config and TensorBoard events that read back; evaluate, predict and report then run on that
-workdir. A 2 process x 2 device launch.local run trains from a TFDS directory on gs:// into a gs:// workdir.
+An image folder on gs:// lists and reads as its local copy. One training run (slow) reads its images from a gs://
+folder and writes its workdir there; it is SIGKILLed during its checkpoints and resumed to the bitwise end of a run on
+local files that was never stopped, keeps only `keep_checkpoints` steps, and leaves metrics, config and TensorBoard
+events that read back; evaluate, predict and report then run on that workdir. A 2 process x 2 device launch.local run
+(slow) trains from a TFDS directory on gs:// into a gs:// workdir.
 """
 import json
 import os
@@ -98,6 +99,7 @@ def test_an_image_folder_on_gcs_is_the_local_folder(gcs, tmp_path):
 
 @pytest.mark.slow
 def test_a_run_on_gcs_resumes_after_sigkill_and_evaluate_predict_report_read_it(gcs, tmp_path):
+  """Image folder and workdir on gs:// (the module docstring): one process of 4 devices, 8 steps."""
   images = make_small_folder(tmp_path / 'images')
   upload(images, f'{gcs}/images')
   workdir = f'{gcs}/run'
@@ -115,11 +117,13 @@ def test_a_run_on_gcs_resumes_after_sigkill_and_evaluate_predict_report_read_it(
   assert not tf.io.gfile.exists(f'{workdir}/final_eval.json'), 'the kill came too late: the run had finished'
   killed_at = steps(workdir)
   assert killed_at and killed_at[-1] >= 3, open(tmp_path / 'killed.log').read()[-3000:]
-  # Meanwhile: the same run on local files, never stopped (this process, the same 4 devices).
-  reference = tmp_path / 'reference'
-  expected = train.train_and_evaluate(tiny_config(images, reference, **RUN))
   with open(tmp_path / 'resumed.log', 'ab') as log:
-    out = finish(start('inception.main', *flags, log=log), tmp_path / 'resumed.log')
+    proc = start('inception.main', *flags, log=log)
+  try:  # meanwhile: the same run on local files, never stopped (in this process, on the same 4 devices)
+    reference = tmp_path / 'reference'
+    expected = train.train_and_evaluate(tiny_config(images, reference, **RUN))
+  finally:
+    out = finish(proc, tmp_path / 'resumed.log')
   resumed = re.findall(r'Resumed from step (\d+)', out)
   assert len(resumed) == 1 and 2 <= int(resumed[0]) <= killed_at[-1], out[-3000:]
 
