@@ -24,7 +24,6 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.error
 import urllib.request
 import uuid
 from typing import Dict, Iterator, NamedTuple
