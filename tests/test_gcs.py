@@ -172,7 +172,7 @@ TFDS_NAME = 'inception_data_test_tiny'
 
 
 @pytest.mark.slow
-def test_two_processes_train_from_a_tfds_directory_on_gcs(gcs, tmp_path):
+def test_two_processes_train_from_a_tfds_directory_on_gcs(gcs, tmp_path, monkeypatch):
   """launch.local, 2 processes x 2 devices: both read a prepared TFDS dataset (TFRecord, `tfds build`'s default) from
   the bucket, loaded from its files (the processes do not know the builder), and write one workdir there. The same
   dataset prepared as ArrayRecord reads the same examples by random access from the bucket as from local files."""
@@ -182,6 +182,7 @@ def test_two_processes_train_from_a_tfds_directory_on_gcs(gcs, tmp_path):
   flags = tiny_flags('', workdir, num_epochs=2, checkpoint_every_steps=1, keep_checkpoints=1,
                      **tfds_data, **{'data.tfds_data_dir': f'{gcs}/tensorflow_datasets'})
   log_path = tmp_path / 'launcher.log'
+  monkeypatch.setenv('TMPDIR', str(tmp_path))  # where the launcher writes the logs of a gs:// workdir as they run
   with open(log_path, 'ab') as log:
     proc = start('launch.local', '--num_processes=2', '--devices_per_process=2', '--', *flags, log=log)
 
@@ -200,6 +201,7 @@ def test_two_processes_train_from_a_tfds_directory_on_gcs(gcs, tmp_path):
   assert int(final[0]) == 5  # the validation split, every image once over both processes
   assert steps(workdir) == [2]  # 12 training images, batch 8: a step an epoch; the last kept
   assert json.loads(epath.Path(workdir, 'final_eval.json').read_text())['eval/examples'] == 5
+  assert (tmp_path / 'inception-logs' / workdir[len('gs://'):] / 'logs' / 'process_1.log').exists()
   for i in range(2):  # the processes' logs, written locally as they ran, then copied to the workdir
     log = epath.Path(workdir, 'logs', f'process_{i}.log').read_text()
     assert f'process {i} of 2, 2 local / 4 global devices' in log
