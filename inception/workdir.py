@@ -75,10 +75,13 @@ def _same_value(old, new) -> bool:
 def same_data_root(old: str, new: str) -> bool:
   """Whether two `data.root` values name the same folder: equal as written, or found (where the folder source finds
   a root: as given, else relative to the repository) at the same real path, so a root given relatively and then
-  absolutely, or through a symbolic link, is the same data. A root that is not a folder here is compared as written."""
+  absolutely, or through a symbolic link, is the same data. A root that is not a folder here is compared as written,
+  and so is a URL (gs://...), less a trailing '/'."""
   if old == new:
     return True
   from inception.data import sources  # pylint: disable=import-outside-toplevel  (TensorFlow: only when they differ)
+  if any(sources.is_url(root) for root in (old, new)):  # gs://b/x and gs://b/x/ are the same folder
+    return str(old).rstrip('/') == str(new).rstrip('/')
   found = [sources.find_root(root) if isinstance(root, str) and root else None for root in (old, new)]
   return None not in found and os.path.realpath(found[0]) == os.path.realpath(found[1])
 

@@ -8,9 +8,11 @@ port and its process id. `--module=inception.benchmark` runs the benchmark inste
 through JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID). `--pin_cores` gives each process its own
 equal share of the launcher's cores (`taskset`): on 2 cores, two pinned processes ran the eval step 13% faster than
 one process on both, while training, which exchanges its gradients over gloo, ran slower (docs/performance.md).
-Process 0's output goes to the console; every process's to WORKDIR/logs/process_<i>.log. The processes start in the
-launcher's directory, so every path in ARGS (the config file, the workdir, data folders) means what it would mean to
-`python -m inception.main` run there. Each process decides its own host memory settings (inception/command.py).
+Process 0's output goes to the console; every process's to WORKDIR/logs/process_<i>.log (for a gs:// workdir, which
+cannot be appended to: to a local folder named after it, copied to WORKDIR/logs when they end). The processes start
+in the launcher's directory, so every path in ARGS (the config file, the workdir, data folders) means what it would
+mean to `python -m inception.main` run there. Each process decides its own host memory settings
+(inception/command.py).
 If a process fails, the others are stopped and the launcher exits with its exit code, naming it and the end of its log.
 Preemption: SIGINT/SIGTERM to the launcher reach every process; they save a checkpoint at one agreed step and exit 75,
 and so does the launcher. Processes that exit 75 by themselves (one of them was sent SIGTERM) are relaunched and resume,
@@ -26,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import List, Optional, Sequence, Tuple
@@ -55,6 +58,24 @@ def workdir_of(args: Sequence[str]) -> str:
   if spec is None:
     raise SystemExit('launch.local: pass --config=... after `--` (the arguments of inception.main).')
   return config_checks.load_config(spec).workdir
+
+
+def log_folder(workdir: str) -> str:
+  """Where the processes' logs are written as they run: WORKDIR/logs, or for a workdir on cloud storage (gs://...,
+  whose objects cannot be appended to) TMPDIR/inception-logs/<the URL less its scheme>/logs, a local folder that
+  another launch on this machine appends to as well."""
+  if '://' not in workdir:
+    return os.path.join(workdir, 'logs')
+  return os.path.join(tempfile.gettempdir(), 'inception-logs', workdir.split('://', 1)[1].strip('/'), 'logs')
+
+
+def copy_logs(folder: str, workdir: str) -> None:
+  """The logs of a gs:// workdir's run copied into WORKDIR/logs (a local workdir holds them already)."""
+  if '://' not in workdir:
+    return
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  for name in sorted(os.listdir(folder)):
+    epath.Path(folder, name).copy(epath.Path(workdir, 'logs', name), overwrite=True)
 
 
 def core_shares(num_processes: int, cores: Optional[Sequence[int]] = None) -> List[List[int]]:
@@ -131,8 +152,11 @@ def launch(args: Sequence[str], num_processes: int, devices_per_process: int, mo
            pin_cores: bool = False) -> Tuple[int, bool]:
   """Runs the processes to the end. Returns (0, or EXIT_PREEMPTED when they stopped to be re-run, or the exit code of
   the first process that failed; whether the launcher was sent SIGINT/SIGTERM)."""
-  log_dir = os.path.join(workdir_of(args), 'logs')
+  workdir = workdir_of(args)
+  log_dir = log_folder(workdir)
   os.makedirs(log_dir, exist_ok=True)
+  if '://' in workdir:
+    sys.stderr.write(f'launch.local: the processes log to {log_dir} (copied to {workdir}/logs when they end).\n')
   port = free_port()
   shares = core_shares(num_processes) if pin_cores else [None] * num_processes
   if pin_cores and not shutil.which('taskset'):
@@ -183,6 +207,7 @@ def launch(args: Sequence[str], num_processes: int, devices_per_process: int, mo
     p.wait()
     pump.join(timeout=5)
     log.close()
+  copy_logs(log_dir, workdir)
   for sig, handler in previous.items():
     signal.signal(sig, handler)
   if failed is None:

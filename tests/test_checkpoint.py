@@ -16,7 +16,7 @@ from etils import epath
 
 from inception import checkpoint, train
 from inception.errors import CheckpointError, WorkdirError
-from tests import local_gcs
+from tests.services.gcs import gcs, gcs_emulator  # noqa: F401  pylint: disable=unused-import  (fixtures)
 from tests.runs import assert_trees_close, checkpoint_steps, copy_run, restore_state, tiny_config
 
 
@@ -204,20 +204,22 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_restored(tiny_run,
   assert sorted(os.listdir(folder)) == ['1', '2.unreadable'] and ckpt.all_steps() == [1]
 
 
-def test_damage_is_found_through_the_path_library_on_a_gs_workdir(tmp_path):
-  """The same inspection on gs:// (served from a local folder that only the path library and TensorStore's spec
-  reach): a truncated chunk is found and set aside there too."""
-  with local_gcs.serve(tmp_path / 'bucket'):
-    ckpt = checkpoint.Checkpointer('gs://b/run', 1, 3, IDENTITY)
-    for step in (1, 2):
-      ckpt.maybe_save(step, tiny_state(step), {})
-    ckpt.wait()
-    damage(tmp_path / 'bucket' / 'b' / 'run' / 'checkpoints' / '2', 'truncated')
-    assert 'is cut short' in ckpt._damage(2)
-    state, _ = ckpt.restore(tiny_state(0))
-    assert int(state['step']) == 1 and ckpt.all_steps() == [1]
-    assert epath.Path('gs://b/run/checkpoints/2.unreadable').is_dir()
-    ckpt.close()
+def test_damage_is_found_through_the_path_library_on_a_gs_workdir(gcs):
+  """The same inspection on gs:// (the Cloud Storage emulator, tests/services/gcs.py): a chunk cut short in the bucket
+  is found and its step set aside there too."""
+  ckpt = checkpoint.Checkpointer(f'{gcs}/run', 1, 3, IDENTITY)
+  for step in (1, 2):
+    ckpt.maybe_save(step, tiny_state(step), {})
+  ckpt.wait()
+  chunks = [(len(p.read_bytes()), p) for p in epath.Path(gcs, 'run', 'checkpoints', '2', 'state', 'ocdbt.process_0',
+                                                         'd').iterdir()]
+  size, data = max(chunks)  # holds w's chunk
+  data.write_bytes(data.read_bytes()[:size // 2])
+  assert 'is cut short' in ckpt._damage(2)
+  state, _ = ckpt.restore(tiny_state(0))
+  assert int(state['step']) == 1 and ckpt.all_steps() == [1]
+  assert epath.Path(gcs, 'run', 'checkpoints', '2.unreadable').is_dir()
+  ckpt.close()
 
 
 def failing_restore(ckpt, monkeypatch, error, times):

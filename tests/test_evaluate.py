@@ -15,13 +15,14 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from etils import epath
 
 from inception import sharding, trained
 from inception.data import crop_batches
 from inception.data.sources import build_source
 from inception.evaluators import classification, multicrop as multicrop_eval
-from tests import local_gcs
-from tests.runs import REPO, copy_run
+from tests.services.gcs import gcs, gcs_emulator, upload  # noqa: F401  pylint: disable=unused-import  (fixtures)
+from tests.runs import REPO
 
 
 def test_crop_batches_carry_every_image_k_times_over_the_processes(finished_run):
@@ -179,25 +180,22 @@ def test_two_processes_evaluate_the_images_one_process_does(finished_run, tmp_pa
   assert not LINE.findall(outs[1][0])  # process 1 prints no result (gloo's connection lines aside)
 
 
-def test_evaluate_reads_and_writes_a_gs_workdir_and_keeps_each_splits_results(finished_run, tmp_path):
-  """A gs:// workdir served by tests/local_gcs.py (below the path library and orbax's storage spec, so a file the
-  command opened any other way would be missing): evaluate loads the run from it and writes the run's and the
-  ensemble's results there (--out a new gs:// folder); --split=train writes `_train` files beside the held-out split's
-  result, which stays as it was."""
+def test_evaluate_reads_and_writes_a_gs_workdir_and_keeps_each_splits_results(finished_run, gcs):
+  """A gs:// workdir on the Cloud Storage emulator (tests/services/gcs.py): evaluate loads the run from it and writes
+  the run's and the ensemble's results there (--out a new gs:// folder); --split=train writes `_train` files beside
+  the held-out split's result, which stays as it was."""
   workdir, _, results = finished_run
-  run = copy_run(workdir, tmp_path / 'bucket' / 'run')
-  held_out = os.path.join(run, 'eval_1crops_ema.json')
-  with open(held_out, 'w') as f:
-    f.write('{"split": "eval"}')
-  out = subprocess.run(local_gcs.command(tmp_path, 'inception.evaluate', [
-      '--workdirs=gs://bucket/run,gs://bucket/run', '--split=train', '--out=gs://bucket/ensemble']), cwd=REPO,
-      capture_output=True, text=True, timeout=600)
+  run = upload(workdir, f'{gcs}/run')
+  held_out = epath.Path(run, 'eval_1crops_ema.json')
+  held_out.write_text('{"split": "eval"}')
+  out = subprocess.run([sys.executable, '-m', 'inception.evaluate', f'--workdirs={run},{run}', '--split=train',
+                        f'--out={gcs}/ensemble'], cwd=REPO, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   assert [(bool(e), int(k)) for e, k, *_ in LINE.findall(out.stdout)] == [(False, 1), (False, 1), (True, 1)]
-  assert open(held_out).read() == '{"split": "eval"}'
-  train = json.loads(open(os.path.join(run, 'eval_1crops_ema_train.json')).read())
-  assert train['split'] == 'train' and train['workdir'] == 'gs://bucket/run' and train['step'] == 4
+  assert held_out.read_text() == '{"split": "eval"}'
+  train = json.loads(epath.Path(run, 'eval_1crops_ema_train.json').read_text())
+  assert train['split'] == 'train' and train['workdir'] == run and train['step'] == 4
   assert train['images'] > results['eval/examples']  # the training split is the larger one here
-  ensemble = json.loads(open(tmp_path / 'bucket' / 'ensemble' / 'eval_ensemble_1crops_ema_train.json').read())
-  assert ensemble['workdirs'] == ['gs://bucket/run'] * 2 and ensemble['top1'] == train['top1']
+  ensemble = json.loads(epath.Path(gcs, 'ensemble', 'eval_ensemble_1crops_ema_train.json').read_text())
+  assert ensemble['workdirs'] == [run] * 2 and ensemble['top1'] == train['top1']
   assert not os.path.exists(os.path.join(REPO, 'gs:'))  # nothing went to a local folder named after the URL

@@ -5,10 +5,11 @@ import subprocess
 import sys
 
 import numpy as np
+from etils import epath
 from matplotlib import image
 
 from inception import report
-from tests import local_gcs
+from tests.services.gcs import gcs, gcs_emulator, upload  # noqa: F401  pylint: disable=unused-import  (fixtures)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -95,15 +96,13 @@ def test_command_errors_name_the_path(tmp_path):
   assert result.returncode != 0 and '--out' in result.stderr and 'Traceback' not in result.stderr
 
 
-def test_command_reads_and_writes_a_gs_sweep_root(tmp_path):
-  """A gs:// sweep root (tests/local_gcs.py: served from a local folder below the path library): its runs are found
-  and labelled from there and the PNG is written there."""
-  sweep = tmp_path / 'bucket' / 'sweep'
-  write_run(sweep / 'a', curves(0.1), {'optimizer.lr': 0.1})
-  write_run(sweep / 'b', curves(0.02), {'optimizer.lr': 0.02})
-  result = subprocess.run(local_gcs.command(tmp_path, 'inception.report', ['gs://bucket/sweep']), cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+def test_command_reads_and_writes_a_gs_sweep_root(tmp_path, gcs):
+  """A gs:// sweep root (the Cloud Storage emulator, tests/services/gcs.py): its runs are found and labelled from there
+  and the PNG is written there."""
+  write_run(tmp_path / 'sweep' / 'a', curves(0.1), {'optimizer.lr': 0.1})
+  write_run(tmp_path / 'sweep' / 'b', curves(0.02), {'optimizer.lr': 0.02})
+  sweep = upload(tmp_path / 'sweep', f'{gcs}/sweep')
+  result = run_report(sweep)
   assert result.returncode == 0, result.stderr
-  assert result.stdout.strip().splitlines()[-1] == 'gs://bucket/sweep/curves.png'
-  with open(sweep / 'curves.png', 'rb') as f:
-    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  assert result.stdout.strip().splitlines()[-1] == f'{sweep}/curves.png'
+  assert epath.Path(sweep, 'curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

@@ -9,9 +9,10 @@ import collections
 import hashlib
 import os
 import pathlib
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from absl import logging
+from etils import epath
 import ml_collections
 import numpy as np
 import tensorflow as tf
@@ -43,31 +44,60 @@ def _check_split(split: str) -> None:
     raise ValueError(f'Unknown split {split!r}; expected one of {SPLITS}.')
 
 
-def find_root(root: str) -> Optional[pathlib.Path]:
-  """The folder `root` names: as given (absolute or relative to the cwd), else relative to the repo root; None if
-  neither is a folder."""
+def is_url(path) -> bool:
+  """Whether `path` names a file system by its scheme (gs://...) rather than a local path."""
+  return '://' in str(path)
+
+
+def find_root(root: str) -> Optional[epath.Path]:
+  """The folder `root` names: a URL (gs://...) as given; a local path as given (absolute or relative to the cwd), else
+  relative to the repo root; None if it is not a folder. Read through the path library (tf.io.gfile), so a bucket
+  that cannot be read is a DataError naming it."""
+  if is_url(root):
+    path = epath.Path(str(root).rstrip('/'))
+    try:
+      return path if path.is_dir() else None
+    except tf.errors.OpError as e:
+      raise DataError(f'Could not read image folder {root!r} ({type(e).__name__}: {e.message}). Check the bucket '
+                      'name and that this machine may read it (gcloud auth application-default login).') from e
   path = pathlib.Path(os.path.expanduser(str(root)))
   if path.is_dir():
-    return path
+    return epath.Path(path)
   if not path.is_absolute() and (_REPO_ROOT / path).is_dir():
-    return _REPO_ROOT / path
+    return epath.Path(_REPO_ROOT / path)
   return None
 
 
-def resolve_root(root: str) -> pathlib.Path:
+def resolve_root(root: str) -> epath.Path:
   """find_root, or a DataError saying where it looked."""
   path = find_root(root)
   if path is not None:
     return path
+  where = 'no object has that prefix' if is_url(root) else f'looked relative to {os.getcwd()} and {_REPO_ROOT}'
   raise DataError(
-      f'Image folder {str(root)!r} does not exist (looked relative to {os.getcwd()} and {_REPO_ROOT}). '
-      'Set --config.data.root=/path/to/images (a folder of class subfolders, or of train/ and val/ '
-      'each holding class subfolders).')
+      f'Image folder {str(root)!r} does not exist ({where}). '
+      'Set --config.data.root=/path/to/images or gs://BUCKET/images (a folder of class subfolders, or of train/ and '
+      'val/ each holding class subfolders).')
 
 
-def _subdirs(path: pathlib.Path) -> List[str]:
+def _walk(top: str) -> Iterator[Tuple[str, List[str], List[str]]]:
+  """os.walk(top, followlinks=True) for local folders; for a URL the same through tf.io.gfile, one listing a folder
+  (Cloud Storage names a listed subfolder with a trailing '/': no request per file, which an ImageNet folder would
+  make millions of). As with os.walk, pruning the yielded folder names in place skips them."""
+  if not is_url(top):
+    yield from os.walk(top, followlinks=True)
+    return
+  dirs, files = [], []
+  for name in tf.io.gfile.listdir(top):
+    (dirs if name.endswith('/') else files).append(name.rstrip('/'))
+  yield top, dirs, files
+  for name in dirs:
+    yield from _walk(f'{top}/{name}')
+
+
+def _subdirs(path) -> List[str]:
   """Sorted names of the visible subdirectories of `path` (top-level files are ignored)."""
-  return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith('.'))
+  return sorted(name for name in next(_walk(str(path)), (None, [], []))[1] if not name.startswith('.'))
 
 
 # Image formats tf.data cannot decode: left out of the listing and named in the warning, not silently dropped.
@@ -79,15 +109,15 @@ def _ignored_kind(name: str) -> str:
   return 'hidden' if name.startswith('.') else os.path.splitext(name)[1].lower()
 
 
-def _list_images(class_dir: pathlib.Path) -> Tuple[List[pathlib.Path], Dict[str, int]]:
-  """Image files under `class_dir` (recursively, sorted; hidden files and folders left out) and a tally of the other
-  files by kind (_ignored_kind)."""
+def _list_images(class_dir) -> Tuple[List[str], Dict[str, int]]:
+  """Image files under `class_dir` (recursively, sorted; hidden files and folders left out; local or a URL) and a
+  tally of the other files by kind (_ignored_kind)."""
   images, ignored = [], collections.Counter()
-  for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+  for dirpath, dirnames, filenames in _walk(str(class_dir)):
     dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
     for name in sorted(filenames):
       if not name.startswith('.') and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-        images.append(pathlib.Path(dirpath) / name)
+        images.append(f'{dirpath}/{name}')
       else:
         ignored[_ignored_kind(name)] += 1
   return images, dict(ignored)
@@ -188,7 +218,7 @@ class FolderSource:
       logging.warning('Classes with no training images: %s. The model still has an output for each, but can never '
                       'learn to predict it.', ', '.join(empty))
 
-  def _add(self, split: Optional[str], class_dir: pathlib.Path, label: int,
+  def _add(self, split: Optional[str], class_dir: epath.Path, label: int,
            val_fraction: Optional[float]) -> None:
     """Lists one class folder into `split`, or into the hash-chosen split when `split` is None."""
     images, ignored = _list_images(class_dir)
@@ -196,9 +226,9 @@ class FolderSource:
     for path in images:
       target = split
       if target is None:
-        relative = path.relative_to(self.root).as_posix()
+        relative = path[len(str(self.root)) + 1:]
         target = 'eval' if in_val_split(relative, val_fraction) else 'train'
-      self._files[target].append((str(path), label))
+      self._files[target].append((path, label))
 
   @property
   def num_classes(self) -> int:

@@ -6,6 +6,7 @@ import json
 import jax
 import numpy as np
 import pytest
+from etils import epath
 from flax import nnx
 
 from inception import augment, finetune, trained
@@ -13,7 +14,7 @@ from inception.config_checks import ConfigError
 from inception.convert import importer
 from inception.convert.mapping import ConvertError
 from inception.convert.onnx_googlenet import LAYERS
-from tests import local_gcs
+from tests.services.gcs import gcs, gcs_emulator  # noqa: F401  pylint: disable=unused-import  (fixtures)
 from tests.convert import onnx_files
 
 SIZE = 64  # the graph is built for this input side; the layers and their tensors are the same at any size
@@ -113,15 +114,14 @@ def test_another_input_convention_is_recorded_and_checked(tmp_path):
                      input_convention=dict(std=(0.2, 0.0, 0.2)))
 
 
-def test_a_gs_out_is_written_through_the_path_library(tmp_path):
-  """--out on gs:// (tests/local_gcs.py: served from a local folder below the path library and orbax's storage spec):
-  the config, record and step-0 checkpoint land in the bucket and load back from the URL; a second conversion there is
-  refused."""
+def test_a_gs_out_is_written_through_the_path_library(tmp_path, gcs):
+  """--out on gs:// (the Cloud Storage emulator, tests/services/gcs.py): the config, record and step-0 checkpoint land
+  in the bucket and load back from the URL; a second conversion there is refused."""
   onnx_files.write(str(tmp_path / 'g.onnx'), onnx_files.random_weights(0, 10), SIZE)
-  with local_gcs.serve(tmp_path):
-    importer.convert('onnx', 'googlenet', str(tmp_path / 'g.onnx'), 'gs://bucket/out', image_size=SIZE)
-    run = trained.load('gs://bucket/out', jax.make_mesh((1,), ('data',)))
-    with pytest.raises(ConvertError, match=r'gs://bucket/out already holds a run'):
-      importer.convert('onnx', 'googlenet', str(tmp_path / 'g.onnx'), 'gs://bucket/out', image_size=SIZE)
+  out = f'{gcs}/out'
+  importer.convert('onnx', 'googlenet', str(tmp_path / 'g.onnx'), out, image_size=SIZE)
+  run = trained.load(out, jax.make_mesh((1,), ('data',)))
+  with pytest.raises(ConvertError, match=rf'{out} already holds a run'):
+    importer.convert('onnx', 'googlenet', str(tmp_path / 'g.onnx'), out, image_size=SIZE)
   assert run.step == 0 and run.num_classes == 10
-  assert json.loads((tmp_path / 'bucket' / 'out' / 'converted.json').read_text())['tensors_used'] == 116
+  assert json.loads(epath.Path(out, 'converted.json').read_text())['tensors_used'] == 116

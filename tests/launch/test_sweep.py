@@ -1,5 +1,6 @@
 """launch.sweep: axes, runs, names, commands, validation, CSV and table; a real (tiny) sweep, killed and resumed."""
 import csv
+import io
 import json
 import os
 import re
@@ -12,10 +13,11 @@ import tempfile
 import time
 
 import pytest
+from etils import epath
 
 from inception import errors
 from launch import sweep
-from tests import local_gcs
+from tests.services.gcs import gcs, gcs_emulator  # noqa: F401  pylint: disable=unused-import  (fixtures)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPEC = 'configs/googlenet.py:mini'
@@ -230,27 +232,39 @@ def test_execute_runs_skips_and_reports_failures(tmp_path, monkeypatch, capsys):
   assert open(tmp_path / table[2]['name'] / 'sweep.log').read().count('lr too large') == 2
 
 
-def test_a_gs_root_keeps_the_sweeps_files_there(tmp_path, monkeypatch, capsys):
-  """ROOT on gs:// (tests/local_gcs.py: a local stand-in below the path library): the overrides, status files,
-  sweep.csv and each run's sweep.log land in the bucket; a failure's last line is read from its log; a second call
-  skips what is done and the retried run's log keeps its first attempt."""
-  bucket = tmp_path / 'bucket'
-  root = 'gs://bucket/sweep'
-  monkeypatch.setattr(sweep, 'build_command', lambda spec, root, run, extra=(): [  # the run writes where gs:// is
-      sys.executable, '-c', FAKE_MAIN, str(bucket / 'sweep' / sweep.run_name(run)), str(run['optimizer.lr']),
+# FAKE_MAIN for a run whose workdir is on gs://: it writes through the path library, as inception.main does.
+FAKE_MAIN_GS = """
+import json, sys
+from etils import epath
+workdir, lr, seed = epath.Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+if lr > 1:
+  sys.exit('ValueError: lr too large')
+(workdir / 'metrics.jsonl').write_text(json.dumps({'step': 5}) + '\\n')
+top1 = 0.5 + lr + seed / 100
+(workdir / 'final_eval.json').write_text(json.dumps(
+    {'eval/top1': top1 - 0.1, 'eval/top5': 1.0, 'eval_ema/top1': top1, 'eval_ema/top5': 1.0}))
+"""
+
+
+def test_a_gs_root_keeps_the_sweeps_files_there(tmp_path, monkeypatch, capsys, gcs):
+  """ROOT on gs:// (the Cloud Storage emulator, tests/services/gcs.py): the overrides, status files, sweep.csv and
+  each run's sweep.log land in the bucket; a failure's last line is read from its log; a second call skips what is
+  done and the retried run's log keeps its first attempt."""
+  root = f'{gcs}/sweep'
+  monkeypatch.setattr(sweep, 'build_command', lambda spec, root, run, extra=(): [
+      sys.executable, '-c', FAKE_MAIN_GS, f'{root}/{sweep.run_name(run)}', str(run['optimizer.lr']),
       str(run['seed'])])
   monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path / 'tmp'))  # where the runs' logs are written as they run
   runs = sweep.expand_runs([sweep.parse_axis('optimizer.lr=0.1,2.0'), sweep.parse_axis('seed=0')])
-  with local_gcs.serve(tmp_path):
-    assert sweep.execute(SPEC, root, runs, [], 1) == 1
-    assert sweep.execute(SPEC, root, runs, [], 1) == 1
+  assert sweep.execute(SPEC, root, runs, [], 1) == 1
+  assert sweep.execute(SPEC, root, runs, [], 1) == 1
   capsys.readouterr()
-  with open(bucket / 'sweep' / 'sweep.csv') as f:
-    table = list(csv.DictReader(f))
+  table = list(csv.DictReader(io.StringIO(epath.Path(root, 'sweep.csv').read_text())))
   assert [r['status'] for r in table] == ['done', 'failed'] and table[1]['error'] == 'ValueError: lr too large'
-  assert json.load(open(bucket / 'sweep' / table[0]['name'] / 'overrides.json')) == {'optimizer.lr': 0.1, 'seed': 0}
-  assert json.load(open(bucket / 'sweep' / table[0]['name'] / sweep.STATUS))['status'] == 'done'
-  assert open(bucket / 'sweep' / table[1]['name'] / 'sweep.log').read().count('lr too large') == 2
+  done, failed = (epath.Path(root, r['name']) for r in table)
+  assert json.loads((done / 'overrides.json').read_text()) == {'optimizer.lr': 0.1, 'seed': 0}
+  assert json.loads((done / sweep.STATUS).read_text())['status'] == 'done'
+  assert (failed / 'sweep.log').read_text().count('lr too large') == 2
   assert not os.path.exists('gs:')  # nothing went to a local folder named after the URL
 
 
