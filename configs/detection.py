@@ -1,10 +1,12 @@
 """The paper's detection entry (section 8): an R-CNN-like system with an Inception region classifier (issue 33).
 
 So far this config holds the keys of the parts that exist: the annotated data (inception/detection/voc.py), the
-test-time NMS (nms.py), the regions' context (warp.py) and the evaluation (mean_ap.py). The paper leaves these
-unsaid; the defaults are R-CNN's (Girshick et al. 2014): greedy per-class NMS at IoU 0.3, regions warped with 16 px of
-context at the network's input size, and mAP as PASCAL VOC's all-point AP at IoU 0.5 (the paper's own ILSVRC figures
-use ILSVRC's size-dependent threshold: --config.evaluation.matching=ilsvrc).
+region proposals (selective_search.py, proposal_cache.py, coverage.py), the test-time NMS (nms.py), the regions'
+context (warp.py) and the evaluation (mean_ap.py). The paper leaves these unsaid; the defaults are R-CNN's (Girshick
+et al. 2014): Selective Search's "fast" mode (HSV and Lab, sigma 0.8, boxes under 20 px dropped) with k in {100, 200}
+for the paper's doubled superpixels instead of R-CNN's {50, 100}, greedy per-class NMS at IoU 0.3, regions warped
+with 16 px of context at the network's input size, and mAP as PASCAL VOC's all-point AP at IoU 0.5 (the paper's own
+ILSVRC figures use ILSVRC's size-dependent threshold: --config.evaluation.matching=ilsvrc).
 
 No argument: a PASCAL VOC-layout folder of your own (Annotations/, JPEGImages/, ImageSets/Main/), e.g. VOC 2007:
 
@@ -12,6 +14,11 @@ No argument: a PASCAL VOC-layout folder of your own (Annotations/, JPEGImages/, 
 
 `:bccd`: the embedded BCCD blood-cell data (data/bccd: 364 images, 3 classes, VOC splits train 205 / val 87 /
 test 72).
+
+Proposals of a split, cached in the workdir, with their box recall and count per image:
+
+  python -m inception.detection.proposals --config=configs/detection.py:bccd --split=test --workdir=runs/bccd_det
+  ... --config.proposals.ks='(50, 100)'     # R-CNN's own fast mode (1x superpixels)
 """
 import ml_collections
 
@@ -29,6 +36,23 @@ def voc() -> ml_collections.ConfigDict:
       val_split='val',
       test_split='test',
       decode_images=True,     # decode every image when loading (names truncated files up front); False: headers only
+  ))
+
+  # Region proposals: Selective Search (inception/detection/selective_search.py) with R-CNN's "fast" mode settings,
+  # the superpixels doubled as the paper's entry (section 8: "superpixel size 2x", half the proposals). Computed once
+  # per image and cached under cache_dir, keyed by the image and these settings.
+  c.proposals = ml_collections.ConfigDict(dict(
+      color_spaces=('hsv', 'lab'),    # R-CNN fast mode: HSV and Lab
+      ks=(100, 200),                  # Felzenszwalb's k per segmentation; R-CNN fast mode (50, 100), doubled here
+      min_segment_size_factor=1.0,    # a segmentation's smallest segment, in units of its k (R-CNN: minSize = k)
+      sigma=0.8,                      # Felzenszwalb's Gaussian smoothing (R-CNN)
+      strategies=('CTSF', 'TSF'),     # merging similarities: C colour, T texture, S size, F fill (R-CNN fast mode)
+      min_box_size=20,                # boxes narrower or lower than this many pixels are dropped (R-CNN)
+      cache_dir='',                   # '' = <workdir>/proposals; local or gs://
+      workers=0,                      # processes computing them; 0 = every core of the host
+      recall_iou=0.5,                 # a ground-truth box is covered by a proposal at IoU >= this (the paper's 0.5)
+      merge_iou=1.0,                  # merging sets: a box overlapping an earlier one by IoU > this is dropped;
+                                      # 1.0 = exact duplicates only (the paper does not say)
   ))
 
   # Test time: greedy non-maximum suppression within each class (R-CNN: drop boxes overlapping a better one by > 0.3).
