@@ -122,7 +122,7 @@ def test_dry_runs_do_not_restart_and_give_the_processes_no_preload(restart_wante
   assert local.main(['--num_processes=2', '--dry_run', '--', '--config=configs/googlenet.py:mini']) == 0
   assert sweep.main(['--config=configs/googlenet.py:mini', f'--root={tmp_path / "s"}', '--sweep=seed=0,1',
                      '--dry_run']) == 0
-  assert slurm.main(['--nodes=1', '--gpus_per_node=1', '--workdir=/w', '--dry_run']) == 0
+  assert slurm.main(['--nodes=1', '--gpus_per_node=1', '--workdir=/w', '--cpus_per_task=4', '--dry_run']) == 0
   assert tpu_vm.main(['run', '--name=n', '--zone=z', '--workdir=gs://b/r', '--dry_run']) == 0
   out = capsys.readouterr().out
   assert 'LD_PRELOAD' not in out and 'GLIBC_TUNABLES' not in out
