@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from inception import compile_cache
 from tests.runs import REPO, tiny_flags
 
@@ -32,6 +34,7 @@ def test_the_steps_cache_lines_are_lifted_to_info_and_other_debug_lines_dropped(
   assert keep.filter(warning) and warning.levelno == logging.WARNING
 
 
+@pytest.mark.slow  # two runs of the command: about a minute
 def test_a_resumed_run_loads_its_train_step_from_the_cache_in_its_workdir(small_images, tmp_path):
   """The config's default (`{workdir}/compile_cache`), with the tests' shared cache variable taken away: the first run
   compiles and fills the workdir's cache, the resumed run (2 more steps) loads its train step from it."""
