@@ -5,7 +5,8 @@ google-cloud-storage under orbax; array_record's own client).
 An image folder on gs:// lists and reads as its local copy. One training run (slow) reads its images from a gs://
 folder and writes its workdir there; it is SIGKILLed during its checkpoints and resumed to the bitwise end of a run on
 local files that was never stopped, keeps only `keep_checkpoints` steps, and leaves metrics, config and TensorBoard
-events that read back; evaluate, predict and report then run on that workdir. A 2 process x 2 device launch.local run
+events that read back, and a compilation cache the resumed run loads its train step from; evaluate, predict and
+report then run on that workdir. A 2 process x 2 device launch.local run
 (slow) trains from a TFDS directory on gs:// into a gs:// workdir.
 """
 import json
@@ -38,8 +39,11 @@ def steps(workdir: str) -> list:
 
 
 def start(module, *args, log):
-  return subprocess.Popen([sys.executable, '-m', module, *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                          start_new_session=True)
+  """The command in its own process group, with the config's compilation cache (`{workdir}/compile_cache`, so on
+  gs:) instead of the tests' shared local one."""
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
+  return subprocess.Popen([sys.executable, '-m', module, *args], cwd=REPO, env=env, stdout=log,
+                          stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def finish(proc, log_path, timeout=600) -> str:
@@ -126,6 +130,10 @@ def test_a_run_on_gcs_resumes_after_sigkill_and_evaluate_predict_report_read_it(
     out = finish(proc, tmp_path / 'resumed.log')
   resumed = re.findall(r'Resumed from step (\d+)', out)
   assert len(resumed) == 1 and 2 <= int(resumed[0]) <= killed_at[-1], out[-3000:]
+  # The killed run left its compiled train step in the workdir's cache on gs://; the resumed run loaded it from there.
+  assert f'Compilation cache: {workdir}/compile_cache (from --config.compile_cache)' in out
+  assert 'jit_train_step: loaded from the compilation cache' in out, out[-3000:]
+  assert any(p.name.startswith('jit_train_step') for p in epath.Path(workdir, 'compile_cache').iterdir())
 
   # Its end equals the uninterrupted run's, bitwise; only the last keep_checkpoints steps are left.
   step_a, state_a, meta_a = restore_state(str(reference))
