@@ -1,40 +1,57 @@
 """The paper's detection entry (section 8): an R-CNN-like system with an Inception region classifier (issue 33).
 
-So far this config holds the keys of the parts that exist: the annotated data (inception/detection/voc.py), the
-region proposals (selective_search.py, proposal_cache.py, coverage.py), the test-time NMS (nms.py), the regions'
-context (warp.py) and the evaluation (mean_ap.py). The paper leaves these unsaid; the defaults are R-CNN's (Girshick
-et al. 2014): Selective Search's "fast" mode (HSV and Lab, sigma 0.8, boxes under 20 px dropped) with k in {100, 200}
-for the paper's doubled superpixels instead of R-CNN's {50, 100}, greedy per-class NMS at IoU 0.3, regions warped
-with 16 px of context at the network's input size, and mAP as PASCAL VOC's all-point AP at IoU 0.5 (the paper's own
-ILSVRC figures use ILSVRC's size-dependent threshold: --config.evaluation.matching=ilsvrc).
+One config for every stage (inception/detection/): the annotated images (`detection_data`), the region proposals
+(`proposals`), the regions the classifier is fine-tuned on (`regions`), the classifier itself (the classification keys
+of configs/googlenet.py: model, pp, optimizer, ... with `data` pointing at the regions), test-time NMS (`detect`) and
+mAP (`evaluation`). The paper leaves the detection settings unsaid; the defaults are R-CNN's (Girshick et al. 2014):
+Selective Search's "fast" mode (HSV and Lab, sigma 0.8, boxes under 20 px dropped) with k in {100, 200} for the
+paper's doubled superpixels instead of R-CNN's {50, 100}; regions warped with 16 px of context at 227 px (the same
+share at other input sizes); fine-tuning positives at IoU >= 0.5 with their class, everything else background, a
+quarter of the regions foreground; greedy per-class NMS at IoU 0.3; no box regression (the paper: "due to lack of
+time"); mAP as PASCAL VOC's all-point AP at IoU 0.5 (the paper's own ILSVRC figures use ILSVRC's size-dependent
+threshold: --config.evaluation.matching=ilsvrc).
 
 No argument: a PASCAL VOC-layout folder of your own (Annotations/, JPEGImages/, ImageSets/Main/), e.g. VOC 2007:
 
-  --config=configs/detection.py --config.data.root=/path/to/VOCdevkit/VOC2007
+  --config=configs/detection.py --config.detection_data.root=/path/to/VOCdevkit/VOC2007
 
 `:bccd`: the embedded BCCD blood-cell data (data/bccd: 364 images, 3 classes, VOC splits train 205 / val 87 /
-test 72).
+test 72), the BN GoogLeNet at 64 px; every stage runs in minutes on 2 cores:
 
-Proposals of a split, cached in the workdir, with their box recall and count per image:
+  python -m inception.detect proposals --config=configs/detection.py:bccd
+  python -m inception.detect regions --config=configs/detection.py:bccd
+  python -m inception.main --config=configs/detection.py:bccd
+  python -m inception.detect evaluate --config=configs/detection.py:bccd
+  python -m inception.detect predict --config=configs/detection.py:bccd --out=runs/bccd_det/pictures \
+      data/bccd/JPEGImages/BloodImage_00112.jpg
 
-  python -m inception.detection.proposals --config=configs/detection.py:bccd --split=test --workdir=runs/bccd_det
-  ... --config.proposals.ks='(50, 100)'     # R-CNN's own fast mode (1x superpixels)
+An ensemble averages the region scores of several runs (e.g. the same config with --config.seed=1 and another
+--config.workdir) before NMS: `python -m inception.detect evaluate --config=... --workdirs=runs/bccd_det,runs/bccd_det_1`.
+Fine-tuning from a classification run instead of from scratch: --config.init_from=runs/googlenet_mini (`make train`).
+Selective Search's own fast mode (1x superpixels): --config.proposals.ks='(50, 100)'.
 """
+import os
+import runpy
+
 import ml_collections
+
+_GOOGLENET = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'googlenet.py'))
 
 
 def voc() -> ml_collections.ConfigDict:
-  """A VOC-layout folder, R-CNN's test-time settings and VOC's metric."""
-  c = ml_collections.ConfigDict()
+  """A VOC-layout folder: the BN GoogLeNet fine-tuned at 224 px on its regions, R-CNN's settings, VOC's metric."""
+  c = _GOOGLENET['mini']()
+  c.workdir = 'runs/detection'
 
-  c.data = ml_collections.ConfigDict(dict(
+  # The annotated images (inception/detection/voc.py).
+  c.detection_data = ml_collections.ConfigDict(dict(
       format='voc',
       root='',                # the folder holding Annotations/, JPEGImages/ and ImageSets/Main/<split>.txt
       classes=(),             # class names in label order; a box of another class is left out and counted.
                               # () = every name in the folder's annotations, sorted
-      train_split='train',
-      val_split='val',
-      test_split='test',
+      train_split='train',    # the classifier is fine-tuned on regions of this split ...
+      val_split='val',        # ... and its loop evaluates region classification on this one's
+      test_split='test',      # `inception.detect evaluate` measures mAP here
       decode_images=True,     # decode every image when loading (names truncated files up front); False: headers only
   ))
 
@@ -55,11 +72,40 @@ def voc() -> ml_collections.ConfigDict:
                                       # 1.0 = exact duplicates only (the paper does not say)
   ))
 
-  # Test time: greedy non-maximum suppression within each class (R-CNN: drop boxes overlapping a better one by > 0.3).
-  c.detect = ml_collections.ConfigDict(dict(nms_iou_threshold=0.3))
+  # The regions the classifier is fine-tuned on (inception/detection/regions.py), written once as an image folder
+  # (<workdir>/regions/train|val/<class>/) that the training loop reads like any other: R-CNN's sampling.
+  c.regions = ml_collections.ConfigDict(dict(
+      context_padding=16,             # pixels of image context around the box at the 227 px input (R-CNN); scaled
+                                      # to pp.image_size (16 x size / 227)
+      foreground_iou=0.5,             # a proposal overlapping a ground-truth box by IoU >= this takes its class
+      background_iou=0.5,             # one whose best IoU is below this is background (R-CNN: everything else)
+      foreground_share=0.25,          # R-CNN's 32 of 128: background regions = 3 x foreground per image
+      foreground_per_image=64,        # at most this many foreground regions per image (ground-truth boxes first,
+                                      # then proposals at random); 0 = all
+      background_name='background',   # the extra class; the detector reads the classifier's classes by name
+      fill='mean',                    # where the context leaves the image: 'mean' (the image's mean colour, R-CNN's
+                                      # mean-subtracted zero) or 'edge' (the border pixels repeated)
+      seed=0,                         # which proposals are sampled
+  ))
 
-  # Regions warped to the network's input with this many pixels of context around the box at the input size (R-CNN).
-  c.regions = ml_collections.ConfigDict(dict(context_padding=16))
+  # The region classifier: data are the regions above; no random crops (the warp is the crop), flips kept.
+  c.data.source = 'folder'
+  c.data.root = '{workdir}/regions'
+  c.pp.image_size = 224
+  c.pp.train = dict(name='central_crop', crop_ratio=1.0, flip=True)
+  c.pp.eval = dict(name='central_crop', crop_ratio=1.0)
+  c.num_epochs = 10.0
+  c.eval_every_epochs = 5
+  c.ema.decay = 0.999
+
+  # Test time: every proposal scored by the classifier (or by several: `--workdirs`, averaged), greedy
+  # non-maximum suppression within each class (R-CNN: drop boxes overlapping a better one by > 0.3).
+  c.detect = ml_collections.ConfigDict(dict(
+      nms_iou_threshold=0.3,
+      batch_size=256,                 # regions per scoring batch, over all devices
+      max_detections=0,               # per image after NMS, best first; 0 = all
+      min_score=0.0,                  # predictions (pictures, --json) show boxes scoring at least this
+  ))
 
   # mAP: all-point interpolated AP per class at this IoU; matching 'voc' (PASCAL VOC, difficult boxes ignored) or
   # 'ilsvrc' (the threshold is min(iou_threshold, wh / ((w + 10)(h + 10))) per ground-truth box).
@@ -68,10 +114,19 @@ def voc() -> ml_collections.ConfigDict:
 
 
 def bccd() -> ml_collections.ConfigDict:
-  """The embedded BCCD data: RBC, WBC and Platelets, in the order of the dataset's description."""
+  """The embedded BCCD data (RBC, WBC and Platelets, in the order of the dataset's description) at 64 px."""
   c = voc()
-  c.data.root = 'data/bccd'
-  c.data.classes = ('RBC', 'WBC', 'Platelets')
+  c.workdir = 'runs/bccd_det'
+  c.detection_data.root = 'data/bccd'
+  c.detection_data.classes = ('RBC', 'WBC', 'Platelets')
+  c.pp.image_size = 64
+  c.regions.foreground_per_image = 32
+  c.batch_size = 64
+  c.num_epochs = 3.0
+  c.eval_every_epochs = 3
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 200
+  c.detect.min_score = 0.5
   return c
 
 

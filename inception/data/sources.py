@@ -34,8 +34,13 @@ class DatasetNotPreparedError(DataError):
 
 
 def build_source(config: ml_collections.ConfigDict):
-  """Returns the source named by `config.data.source`, built from `config.data`."""
-  return SOURCES.get(config.data.source)(config.data)
+  """Returns the source named by `config.data.source`, built from `config.data`; `{workdir}` in `data.root` stands
+  for the run's workdir (configs/detection.py trains on regions written there)."""
+  data = config.data
+  if '{workdir}' in str(data.get('root', '')):
+    data = ml_collections.ConfigDict(data.to_dict())
+    data.root = data.root.replace('{workdir}', str(config.workdir).rstrip('/'))
+  return SOURCES.get(data.source)(data)
 
 
 def _check_split(split: str) -> None:

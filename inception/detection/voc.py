@@ -132,7 +132,7 @@ def resolve_root(root: str) -> pathlib.Path:
     path = _REPO_ROOT / path
   if not (path / 'Annotations').is_dir():
     raise DataError(f'{root!r} is not a VOC folder: expected {path / "Annotations"}/<id>.xml, JPEGImages/ and '
-                    f'ImageSets/Main/<split>.txt (set --config.data.root, e.g. data/bccd).')
+                    f'ImageSets/Main/<split>.txt (set --config.detection_data.root, e.g. data/bccd).')
   return path
 
 
@@ -155,7 +155,7 @@ def infer_classes(root: pathlib.Path) -> Tuple[str, ...]:
     except MalformedAnnotation:
       pass  # counted when a split that lists it is loaded
   if not names:
-    raise DataError(f'No class names in {root / "Annotations"}: give the class list (--config.data.classes).')
+    raise DataError(f'No class names in {root / "Annotations"}: give the class list (--config.detection_data.classes).')
   return tuple(sorted(names))
 
 

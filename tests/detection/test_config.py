@@ -13,7 +13,8 @@ from inception.detection.records import Detections
 
 def test_bccd_variant_reads_the_data_and_evaluates_nms_output():
   c = config_checks.load_config('configs/detection.py:bccd')
-  split = voc.load_split(c.data.root, c.data.test_split, c.data.classes, c.data.decode_images)
+  d = c.detection_data
+  split = voc.load_split(d.root, d.test_split, d.classes, d.decode_images)
   assert split.class_names == ('RBC', 'WBC', 'Platelets') and len(split.records) == 72
   # Each box scored for its class, plus a shifted near-duplicate a little lower; NMS at the config's IoU.
   rng = np.random.default_rng(0)

@@ -1,8 +1,7 @@
-"""Tests for inception/detection/proposals.py: `build` from the config, and the command on a small VOC folder."""
+"""Tests for inception/detection/proposals.py: `build` from the config on a small VOC folder (the command:
+tests/test_detect.py)."""
 import json
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
@@ -23,9 +22,10 @@ def _folder(tmp_path):
 
 def test_build_reads_the_split_proposes_caches_and_measures(tmp_path):
   c = config_checks.load_config('configs/detection.py')
-  c.data.root = str(_folder(tmp_path))
+  c.detection_data.root = str(_folder(tmp_path))
   c.proposals.workers = 1
-  data, run, result = proposals.build(c, 'test', workdir=str(tmp_path / 'work'))
+  c.workdir = str(tmp_path / 'work')
+  data, run, result = proposals.build(c, 'test')
   assert len(data.records) == 3 and sorted(run.boxes) == ['im0', 'im1', 'im2']
   assert pathlib.Path(run.folder).parent == tmp_path / 'work' / 'proposals'
   assert (result['boxes'], result['covered']) == (6, 3)
@@ -40,22 +40,6 @@ def test_build_reads_the_split_proposes_caches_and_measures(tmp_path):
 
 def test_no_cache_place_is_a_user_error():
   c = config_checks.load_config('configs/detection.py:bccd')
-  with pytest.raises(UserError, match='--workdir'):
-    proposals.cache_root(c, '')
-
-
-def _command(*args):
-  return subprocess.run([sys.executable, '-m', 'inception.detection.proposals', *args], cwd=REPO, text=True,
-                        capture_output=True, timeout=300, check=False)
-
-
-def test_the_command_prints_recall_and_writes_json(tmp_path):
-  root = _folder(tmp_path)
-  done = _command('--config=configs/detection.py', f'--config.data.root={root}', '--split=test',
-                  f'--workdir={tmp_path / "work"}', '--config.proposals.ks=(50, 100)')
-  assert done.returncode == 0, done.stderr
-  assert 'test: box recall 0.5000 at IoU >= 0.5 (3 of 6 boxes; cat 1.000, dog 0.000)' in done.stdout
-  written = list((tmp_path / 'work' / 'proposals').glob('selective_search-*/recall_test.json'))
-  assert len(written) == 1 and json.loads(written[0].read_text())['params']['ks'] == [50, 100]
-  failed = _command('--config=configs/detection.py:bccd', '--split=test')
-  assert failed.returncode == 1 and 'UserError: Nowhere to cache the proposals' in failed.stdout + failed.stderr
+  c.workdir = ''
+  with pytest.raises(UserError, match='--config.workdir'):
+    proposals.cache_root(c)
