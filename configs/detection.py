@@ -88,11 +88,15 @@ def voc() -> ml_collections.ConfigDict:
       seed=0,                         # which proposals are sampled
   ))
 
-  # The region classifier: data are the regions above; no random crops (the warp is the crop), flips kept.
+  # The region classifier: data are the regions above, already warped to pp.image_size; training flips them and
+  # takes no random crop or colour distortion (the warp is the crop; R-CNN fine-tunes on the warped regions as they
+  # are).
   c.data.source = 'folder'
   c.data.root = '{workdir}/regions'
   c.pp.image_size = 224
-  c.pp.train = dict(name='central_crop', crop_ratio=1.0, flip=True)
+  c.pp.train = dict(name='inception_crop', area_range=(1.0, 1.0), aspect_range=(1.0, 1.0), crop_sampler='uniform_area',
+                    max_attempts=1, flip=True, interpolations=('bilinear',), brightness=0.0, contrast=(), saturation=(),
+                    hue=0.0)
   c.pp.eval = dict(name='central_crop', crop_ratio=1.0)
   c.num_epochs = 10.0
   c.eval_every_epochs = 5

@@ -28,20 +28,6 @@ _STEP = flags.DEFINE_integer('step', None, 'The checkpoint step (default: the la
 _JSON = flags.DEFINE_bool('json', False, 'One JSON object per line per image instead of text blocks.')
 
 
-def image_paths(args):
-  """The files named and the images under the folders named (sorted), in the order given."""
-  from inception.data.sources import IMAGE_EXTENSIONS  # pylint: disable=import-outside-toplevel
-  paths = []
-  for arg in args:
-    if os.path.isdir(arg):
-      found = [os.path.join(d, f) for d, _, files in os.walk(arg) for f in files
-               if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS and not f.startswith('.')]
-      paths.extend(sorted(found))
-    else:
-      paths.append(arg)
-  return paths
-
-
 def top_classes(probs, k: int, names):
   """[{'class', 'index', 'prob'}] of the k most probable classes of probs [C]."""
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -50,7 +36,8 @@ def top_classes(probs, k: int, names):
 
 
 def main(argv):
-  paths = image_paths(argv[1:])
+  from inception.data.sources import image_files  # pylint: disable=import-outside-toplevel
+  paths = image_files(argv[1:])
   if not paths:
     raise app.UsageError('Name at least one image file or folder of images.')
   import jax  # pylint: disable=import-outside-toplevel

@@ -85,6 +85,20 @@ def resolve_root(root: str) -> epath.Path:
       'val/ each holding class subfolders).')
 
 
+def image_files(args) -> List[str]:
+  """The files named and the images under the folders named (recursively, sorted), in the order given: the image
+  arguments of inception.predict and inception.detect predict."""
+  paths = []
+  for arg in args:
+    if os.path.isdir(arg):
+      found = [os.path.join(d, f) for d, _, files in os.walk(arg) for f in files
+               if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS and not f.startswith('.')]
+      paths.extend(sorted(found))
+    else:
+      paths.append(arg)
+  return paths
+
+
 def _walk(top: str) -> Iterator[Tuple[str, List[str], List[str]]]:
   """os.walk(top, followlinks=True) for local folders; for a URL the same through tf.io.gfile, one listing a folder
   (Cloud Storage names a listed subfolder with a trailing '/': no request per file, which an ImageNet folder would

@@ -1,6 +1,8 @@
 """Greedy non-maximum suppression (R-CNN's test time): per class, keep the best-scoring box, drop the boxes that
 overlap it by more than the threshold, repeat. The threshold is an argument (the config sets R-CNN's 0.3).
 """
+from typing import Dict, Mapping
+
 import numpy as np
 
 from inception.detection import boxes as box_ops
@@ -44,3 +46,16 @@ def per_class_nms(boxes, class_scores, iou_threshold: float) -> Detections:
   scores = np.concatenate(kept_scores)
   order = np.argsort(-scores, kind='stable')
   return Detections(np.concatenate(kept_boxes)[order], scores[order], np.concatenate(kept_labels)[order])
+
+
+def detect(boxes: Mapping[str, np.ndarray], class_scores: Mapping[str, np.ndarray], iou_threshold: float,
+           max_detections: int = 0) -> Dict[str, Detections]:
+  """Each image's scored proposals (image id -> [N, 4] and [N, C]) as its detections: per_class_nms, then the best
+  `max_detections` (0 = all)."""
+  out = {}
+  for image_id, scores in class_scores.items():
+    kept = per_class_nms(boxes[image_id], scores, iou_threshold)
+    if max_detections:
+      kept = Detections(kept.boxes[:max_detections], kept.scores[:max_detections], kept.labels[:max_detections])
+    out[image_id] = kept
+  return out

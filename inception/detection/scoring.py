@@ -1,0 +1,128 @@
+"""Every proposal of every image scored by trained region classifiers: class probabilities per box.
+
+Regions are cut as in training (region_crops.py, at each run's own input size and with the config's context), packed
+into fixed-size batches across images (the last one padded, so one compiled step serves all), split over the local
+devices, and put back per image. Columns follow the detection classes (`class_names`), found by name among the run's
+classes (its classes.json: the region folders' names); the background column is left out. An ensemble is the mean of
+several runs' probabilities (R-CNN's scores, before NMS).
+"""
+import time
+from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
+
+import jax
+import numpy as np
+
+from inception import compiler_options, sharding, steps
+from inception.detection import region_crops
+from inception.detection import selective_search
+from inception.detection.image_check import ImageProblem
+from inception.detection.records import ImageRecord
+from inception.errors import UserError
+
+
+def class_columns(run_classes: Sequence[str], class_names: Sequence[str], background: str, workdir: str) -> List[int]:
+  """For each detection class, its column in the run's output; a UserError when the run lacks one or background."""
+  run_classes = list(run_classes or ())
+  missing = [n for n in list(class_names) + [background] if n not in run_classes]
+  if missing:
+    raise UserError(f'{workdir} was trained on classes {run_classes or "(unnamed)"}, without {missing}: train it on '
+                    f'this config\'s regions (python -m inception.detect regions, then inception.main with the same '
+                    f'--config), or give --config.detection_data.classes of that run.')
+  return [run_classes.index(n) for n in class_names]
+
+
+class RegionScorer:
+  """One trained run's region classifier, jitted once for batches of `batch_size` regions."""
+
+  def __init__(self, run, batch_size: int, context_padding: float, fill: str, class_names: Sequence[str],
+               background: str):
+    self.run = run
+    self.size = int(run.config.pp.image_size)
+    self.padding = region_crops.context_padding(context_padding, self.size)
+    self.fill = fill
+    self.columns = class_columns(run.class_names, class_names, background, run.workdir)
+    devices = jax.local_devices()
+    self.mesh = sharding.make_mesh(devices)
+    self.batch_size = -(-int(batch_size) // len(devices)) * len(devices)
+    self.params = jax.device_put(run.params, sharding.replicated(self.mesh))
+    self.model_state = jax.device_put(run.model_state, sharding.replicated(self.mesh))
+    self._step = jax.jit(steps.make_predict_step(run.graphdef, run.config),
+                         in_shardings=(sharding.replicated(self.mesh),) * 2 + (sharding.data_sharded(self.mesh),),
+                         compiler_options=compiler_options.for_backend(run.config, inference=True))
+
+  def _predict(self, crops: np.ndarray) -> np.ndarray:
+    n = len(crops)
+    padded = np.zeros((self.batch_size,) + crops.shape[1:], np.uint8)
+    padded[:n] = crops
+    batch = jax.device_put({'image': padded}, sharding.data_sharded(self.mesh))
+    return np.asarray(self._step(self.params, self.model_state, batch)['probs'])[:n]
+
+  def score(self, images: Iterable[Tuple[str, np.ndarray, np.ndarray]]) -> Dict[str, np.ndarray]:
+    """(image id, uint8 [H, W, 3], boxes [N, 4]) -> image id -> float64 [N, C] probabilities of the detection
+    classes, in batches that run across images."""
+    out: Dict[str, List[np.ndarray]] = {}
+    pending: List[Tuple[str, np.ndarray]] = []  # (image id, crops) not yet scored, in order
+    pending_count = 0
+
+    def flush(final: bool):
+      nonlocal pending, pending_count
+      while pending_count >= self.batch_size or (final and pending_count):
+        take, batch, owners = self.batch_size, [], []
+        while take and pending:
+          image_id, crops = pending[0]
+          part, rest = crops[:take], crops[take:]
+          batch.append(part)
+          owners.append((image_id, len(part)))
+          take -= len(part)
+          if len(rest):
+            pending[0] = (image_id, rest)
+          else:
+            pending.pop(0)
+        probs = self._predict(np.concatenate(batch))[:, self.columns].astype(np.float64)
+        start = 0
+        for image_id, count in owners:
+          out.setdefault(image_id, []).append(probs[start:start + count])
+          start += count
+        pending_count -= start
+
+    for image_id, pixels, boxes in images:
+      out.setdefault(image_id, [])
+      if len(boxes):
+        pending.append((image_id, region_crops.crop(pixels, boxes, self.size, self.padding, self.fill)))
+        pending_count += len(boxes)
+      flush(final=False)
+    flush(final=True)
+    width = len(self.columns)
+    return {i: np.concatenate(parts) if parts else np.zeros([0, width]) for i, parts in out.items()}
+
+
+def read_images(records: Sequence[ImageRecord], boxes: Mapping[str, np.ndarray], skipped: List[str]):
+  """(image id, pixels, boxes) of each record with proposals; an image that does not read is added to `skipped`."""
+  for record in records:
+    if record.image_id not in boxes:
+      continue
+    try:
+      pixels = selective_search.read_rgb(record.path)
+    except ImageProblem as e:
+      skipped.append(f'{record.image_id} ({e})')
+      continue
+    yield record.image_id, pixels, boxes[record.image_id]
+
+
+def score_runs(scorers: Sequence[RegionScorer], records: Sequence[ImageRecord],
+               boxes: Mapping[str, np.ndarray]) -> Tuple[List[Dict[str, np.ndarray]], List[float], List[str]]:
+  """Each run's scores of every proposal (image id -> [N, C]), the seconds each took, and the images that did not
+  read (named once)."""
+  results, seconds, skipped = [], [], []
+  for k, scorer in enumerate(scorers):
+    start = time.perf_counter()
+    results.append(scorer.score(read_images(records, boxes, skipped if k == 0 else [])))
+    seconds.append(time.perf_counter() - start)
+  return results, seconds, skipped
+
+
+def ensemble(scores: Sequence[Mapping[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+  """The mean of several runs' probabilities, image by image (every run scored the same boxes)."""
+  if not scores:
+    raise ValueError('ensemble of no runs.')
+  return {i: np.mean([s[i] for s in scores], axis=0) for i in scores[0]}

@@ -1,0 +1,126 @@
+"""Tests for inception/detect.py: the detection commands end to end on a few BCCD images (proposals, regions, the
+region classifier through inception.main, evaluate single and ensemble, predict with JSON and pictures)."""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+BCCD = REPO / 'data' / 'bccd'
+SPLITS = {'train': ['BloodImage_00001', 'BloodImage_00003'], 'val': ['BloodImage_00000'], 'test': ['BloodImage_00007']}
+
+# The :bccd recipe shrunk: the smoke-test network at 32 px, a few regions per image, two steps.
+TINY = ['--config.model.name=inception_tiny', '--config.pp.image_size=32', '--config.regions.foreground_per_image=8',
+        '--config.batch_size=8', '--config.eval_batch_size=8', '--config.num_epochs=0.25', '--config.log_every_steps=1',
+        '--config.proposals.ks=(200, 400)', '--config.detect.batch_size=64', '--config.detect.min_score=0.0']
+
+
+def _bccd_subset(root: pathlib.Path) -> pathlib.Path:
+  for sub in ('Annotations', 'JPEGImages', 'ImageSets/Main'):
+    (root / sub).mkdir(parents=True)
+  for split, ids in SPLITS.items():
+    for i in ids:
+      shutil.copy(BCCD / 'Annotations' / f'{i}.xml', root / 'Annotations')
+      shutil.copy(BCCD / 'JPEGImages' / f'{i}.jpg', root / 'JPEGImages')
+    (root / 'ImageSets' / 'Main' / f'{split}.txt').write_text(''.join(f'{i}\n' for i in ids))
+  return root
+
+
+def _detect(*args, module='inception.detect'):
+  done = subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, text=True, capture_output=True, timeout=600,
+                        check=False)
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  return done.stdout
+
+
+@pytest.fixture(scope='module')
+def detection_run(tmp_path_factory):
+  """The README's :bccd commands on 4 images: (config flags, workdir, each command's stdout)."""
+  tmp = tmp_path_factory.mktemp('detect')
+  workdir = tmp / 'run'
+  flags = ['--config=configs/detection.py:bccd', f'--config.workdir={workdir}',
+           f'--config.detection_data.root={_bccd_subset(tmp / "voc")}'] + TINY
+  out = {stage: _detect(stage, *flags) for stage in ('proposals', 'regions')}
+  out['train'] = _detect(*flags, module='inception.main')
+  out['evaluate'] = _detect('evaluate', *flags)
+  return flags, workdir, out
+
+
+@pytest.mark.xdist_group('detection_run')
+def test_proposals_and_regions(detection_run):
+  _, workdir, out = detection_run
+  for split in SPLITS:
+    assert f'{split}: box recall ' in out['proposals']
+  summary = json.loads((workdir / 'regions' / 'summary.json').read_text())
+  for sub in ('train', 'val'):
+    split = summary['splits'][sub]
+    assert split['images'] == len(SPLITS[sub]) and split['regions'] > 0
+    assert split['foreground_share'] == pytest.approx(0.25, abs=0.02)  # 3 background per foreground, per image
+    assert split['per_class']['background'] == len(list((workdir / 'regions' / sub / 'background').glob('*.jpg')))
+    assert max(split['per_class'][c] for c in ('RBC', 'WBC', 'Platelets')) > 0
+  again = _detect('regions', *detection_run[0])
+  assert 'Regions already written' in again
+  changed = subprocess.run([sys.executable, '-m', 'inception.detect', 'regions', *detection_run[0],
+                            '--config.regions.seed=1'], cwd=REPO, text=True, capture_output=True, timeout=300)
+  assert changed.returncode == 1 and 'other settings (changed: regions)' in changed.stdout + changed.stderr
+
+
+@pytest.mark.xdist_group('detection_run')
+def test_the_classifier_trains_on_the_regions_and_evaluate_writes_map(detection_run):
+  _, workdir, out = detection_run
+  assert 'final eval (EMA weights' in out['train']
+  assert json.loads((workdir / 'classes.json').read_text()) == ['Platelets', 'RBC', 'WBC', 'background']
+  result = json.loads((workdir / 'detection_test.json').read_text())
+  entry = result['proposals']['selective_search']
+  assert result['regions_scored'] == round(entry['recall']['proposals_per_image'])  # one test image
+  (single,) = entry['models']
+  assert single['num_models'] == 1 and 0 <= single['mAP'] <= 1
+  assert set(single['classes']) == {'RBC', 'WBC', 'Platelets'}
+  aps = [c['ap'] for c in single['classes'].values() if c['ap'] is not None]
+  assert single['mAP'] == pytest.approx(np.mean(aps))
+  assert '| single: ' in out['evaluate'] and (workdir / 'detection_test.md').exists()
+
+
+@pytest.mark.xdist_group('detection_run')
+def test_an_ensemble_of_a_run_with_itself_scores_as_the_run(detection_run):
+  flags, workdir, _ = detection_run
+  _detect('evaluate', *flags, f'--workdirs={workdir},{workdir}')
+  models = json.loads((workdir / 'detection_test.json').read_text())['proposals']['selective_search']['models']
+  assert [m['name'] for m in models] == [f'single: {workdir}'] * 2 + ['ensemble of 2']
+  assert models[0]['mAP'] == models[2]['mAP'] and models[0]['classes'] == models[2]['classes']
+
+
+@pytest.mark.xdist_group('detection_run')
+def test_predict_prints_boxes_and_draws_them(detection_run, tmp_path):
+  flags, _, _ = detection_run
+  image = BCCD / 'JPEGImages' / 'BloodImage_00007.jpg'
+  broken = tmp_path / 'broken.jpg'
+  broken.write_bytes(b'not an image')
+  done = subprocess.run([sys.executable, '-m', 'inception.detect', 'predict', *flags, '--json',
+                         f'--out={tmp_path / "pictures"}', str(image), str(broken)],
+                        cwd=REPO, text=True, capture_output=True, timeout=300)
+  assert done.returncode == 1, done.stderr[-3000:]  # the broken file; the good one still ran
+  lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{')]
+  by_path = {line['path']: line for line in lines}
+  assert 'error' in by_path[str(broken)]
+  found = by_path[str(image)]['detections']
+  assert found and {d['class'] for d in found} <= {'RBC', 'WBC', 'Platelets'}
+  assert all(0 <= d['box'][0] < d['box'][2] <= 640 and 0 <= d['box'][1] < d['box'][3] <= 480 for d in found)
+  assert [d['score'] for d in found] == sorted((d['score'] for d in found), reverse=True)
+  with Image.open(tmp_path / 'pictures' / 'BloodImage_00007.png') as picture:
+    assert picture.size == (640, 480)
+    drawn = np.asarray(picture.convert('RGB')).astype(int)
+  with Image.open(image) as original:
+    assert (np.abs(drawn - np.asarray(original.convert('RGB')).astype(int)).max(axis=-1) > 60).mean() > 0.001
+
+
+def test_a_missing_stage_is_a_usage_error():
+  done = subprocess.run([sys.executable, '-m', 'inception.detect', '--config=configs/detection.py:bccd'], cwd=REPO,
+                        text=True, capture_output=True, timeout=120)
+  assert done.returncode == 1 and 'Name a stage first' in done.stdout + done.stderr
