@@ -53,9 +53,7 @@ def proposals_main(config, splits) -> None:
   from inception.detection import proposals  # pylint: disable=import-outside-toplevel
   d = config.detection_data
   for split in splits or [d.train_split, d.val_split, d.test_split]:
-    data, run, result = proposals.build(config, split)
-    _log(data.summary())
-    _log(run.summary())
+    _, run, result = proposals.build(config, split)
     _log(proposals.recall_line(result))
     _log(f'Wrote {proposals.write_recall(run, result)}.')
 

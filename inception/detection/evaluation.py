@@ -38,8 +38,6 @@ def run(config, split: str, workdirs: Sequence[str], weights: str = 'ema', log: 
   start = time.perf_counter()
   data, proposal_run, recall = proposals_lib.build(config, split)
   times['proposals'] = time.perf_counter() - start
-  log(data.summary())
-  log(proposal_run.summary())
   log(proposals_lib.recall_line(recall))
   start = time.perf_counter()
   models = scorers(config, workdirs, weights, data.class_names)

@@ -77,9 +77,7 @@ def write(config: ml_collections.ConfigDict, log=print) -> Dict:
   summary_file = target / 'summary.json'
   splits = {}
   for key, sub in SUBFOLDERS:
-    data, run, recall = proposals_lib.build(config, config.detection_data[key])
-    log(data.summary())
-    log(run.summary())
+    data, run, _ = proposals_lib.build(config, config.detection_data[key])
     splits[sub] = (data, run)
   class_names = splits['train'][0].class_names
   wanted = json.loads(json.dumps(settings(config, class_names)))  # as settings.json reads back: lists, not tuples
