@@ -150,3 +150,25 @@ def test_the_readme_bccd_commands(tmp_path):
   image = 'data/bccd/JPEGImages/BloodImage_00031.jpg'
   out = _detect('predict', *flags, f'--out={tmp_path / "pictures"}', image)
   assert out.startswith(f'{image}: ') and (tmp_path / 'pictures' / 'BloodImage_00031.png').exists()
+
+
+@pytest.mark.xdist_group('detection_run')
+def test_an_extra_proposal_set_is_merged_scored_once_and_reported_beside_selective_search(detection_run):
+  """Evaluation with the ground truth as an extra proposal set (as MultiBox's boxes would come): the merge covers
+  every box; Selective Search's own rows score as in a plain evaluation, since every distinct box is scored once."""
+  from inception import config_checks  # pylint: disable=import-outside-toplevel
+  from inception.detection import evaluation, voc  # pylint: disable=import-outside-toplevel
+  flags, workdir, _ = detection_run
+  config = config_checks.load_config('configs/detection.py:bccd')
+  config = config_checks.apply_overrides(config, [tuple(f[len('--config.'):].split('=', 1)) for f in flags[1:]])
+  test = voc.load_split(config.detection_data.root, 'test', config.detection_data.classes, True)
+  truth = {r.image_id: r.boxes for r in test.records}
+  result = evaluation.run(config, 'test', [str(workdir)], extra_proposals={'truth': truth}, log=lambda _: None)
+  assert list(result['proposals']) == ['selective_search', 'selective_search+truth']
+  assert result['proposal_recall']['truth']['recall'] == 1.0
+  assert result['proposal_recall']['selective_search+truth']['recall'] == 1.0
+  plain = json.loads((workdir / 'detection_test.json').read_text())
+  assert (result['proposals']['selective_search']['models'][0]['classes']
+          == plain['proposals']['selective_search']['models'][0]['classes'])
+  assert plain['regions_scored'] < result['regions_scored'] <= plain['regions_scored'] + sum(map(len, truth.values()))
+  assert '| single: ' in evaluation.table(result) and '| selective_search+truth |' in evaluation.table(result)

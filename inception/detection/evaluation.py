@@ -2,11 +2,13 @@
 single model and for their ensemble, with the proposals' recall and each stage's wall time, as one JSON-ready dict.
 """
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import jax
+import numpy as np
 
 from inception import compile_cache, sharding, trained
+from inception.detection import coverage
 from inception.detection import mean_ap
 from inception.detection import nms
 from inception.detection import proposals as proposals_lib
@@ -32,41 +34,63 @@ def _model_entry(name: str, num_models: int, metrics: Dict, seconds: float) -> D
           'metrics': metrics, 'nms_and_map_seconds': seconds}
 
 
-def run(config, split: str, workdirs: Sequence[str], weights: str = 'ema', log: Callable[[str], None] = print) -> Dict:
-  """Evaluates `workdirs` (one run, or an ensemble and each of its members) on `split`."""
+def _rows_of(union: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+  """For each of `boxes`, its row in `union` (which holds every one of them)."""
+  index = {tuple(b): i for i, b in enumerate(union.tolist())}
+  return np.asarray([index[tuple(b)] for b in boxes.tolist()], np.int64)
+
+
+def run(config, split: str, workdirs: Sequence[str], weights: str = 'ema', log: Callable[[str], None] = print,
+        extra_proposals: Optional[Dict[str, Dict[str, np.ndarray]]] = None) -> Dict:
+  """Evaluates `workdirs` (one run, or an ensemble and each of its members) on `split`, with Selective Search's
+  proposals and each set of `extra_proposals` (name -> image id -> boxes) merged with them. Every distinct box is
+  scored once; each proposal set then takes its boxes' scores."""
   times = {}
   start = time.perf_counter()
   data, proposal_run, recall = proposals_lib.build(config, split)
+  sets = {'selective_search': proposal_run.boxes}
+  recalls = {'selective_search': recall}
+  for name, boxes in (extra_proposals or {}).items():
+    merged = f'selective_search+{name}'
+    sets[merged] = coverage.merge([proposal_run.boxes, boxes], config.proposals.merge_iou)
+    recalls[name] = coverage.recall(data.records, boxes, data.class_names, config.proposals.recall_iou)
+    recalls[merged] = coverage.recall(data.records, sets[merged], data.class_names, config.proposals.recall_iou)
   times['proposals'] = time.perf_counter() - start
-  log(proposals_lib.recall_line(recall))
+  for name, r in recalls.items():
+    log(proposals_lib.recall_line({**r, 'split': f'{split} ({name})'}))
+  union = coverage.merge(list(sets.values()), 1.0) if len(sets) > 1 else proposal_run.boxes
   start = time.perf_counter()
   models = scorers(config, workdirs, weights, data.class_names)
   times['load_models'] = time.perf_counter() - start
-  boxes = proposal_run.boxes
-  scores, seconds, unread = scoring.score_runs(models, data.records, boxes)
+  scores, seconds, unread = scoring.score_runs(models, data.records, union)
   times['scoring'] = seconds
-  regions = sum(len(b) for b in boxes.values())
+  regions = sum(len(b) for b in union.values())
   for model, s in zip(models, seconds):
-    log(f'Scored {regions:,} regions of {len(boxes):,} images with {model.run.workdir} (step {model.run.step}, '
+    log(f'Scored {regions:,} regions of {len(union):,} images with {model.run.workdir} (step {model.run.step}, '
         f'{model.size} px) in {s:.1f} s ({regions / s:,.0f} regions/s).')
   if unread:
     log(f'Images that did not read (no detections): {len(unread)} ({", ".join(unread[:3])}).')
-  det = config.detect
-  entries = []
   named = [(f'single: {m.run.workdir}', 1, s) for m, s in zip(models, scores)]
   if len(models) > 1:
     named.append((f'ensemble of {len(models)}', len(models), scoring.ensemble(scores)))
-  for name, count, class_scores in named:
-    start = time.perf_counter()
-    detections = nms.detect(boxes, class_scores, det.nms_iou_threshold, det.max_detections)
-    metrics = mean_ap.evaluate(data.records, detections, data.class_names, **config.evaluation)
-    entries.append(_model_entry(name, count, metrics, time.perf_counter() - start))
+  det = config.detect
+  results = {}
+  for set_name, boxes in sets.items():
+    entries = []
+    for name, count, union_scores in named:
+      start = time.perf_counter()
+      set_scores = {i: union_scores[i][_rows_of(union[i], b)] for i, b in boxes.items() if i in union_scores}
+      detections = nms.detect(boxes, set_scores, det.nms_iou_threshold, det.max_detections)
+      metrics = mean_ap.evaluate(data.records, detections, data.class_names, **config.evaluation)
+      entries.append(_model_entry(name, count, metrics, time.perf_counter() - start))
+    results[set_name] = {'recall': recalls[set_name], 'models': entries}
   return {
       'split': split,
       'class_names': list(data.class_names),
       'runs': [{'workdir': m.run.workdir, 'step': m.run.step, 'weights': m.run.weights,
                 'model': m.run.config.model.name, 'image_size': m.size} for m in models],
-      'proposals': {'selective_search': {'recall': recall, 'models': entries}},
+      'proposals': results,
+      'proposal_recall': recalls,
       'regions_scored': regions,
       'images_unread': unread,
       'nms_iou_threshold': det.nms_iou_threshold,
