@@ -173,3 +173,36 @@ def test_top_boxes_needs_a_multibox_run(finished, tmp_path):
   (copy / 'config.json').write_text(json.dumps(config))
   with pytest.raises(WorkdirError, match='not a MultiBox one'):
     multibox_proposals.top_boxes(str(copy), [], top_k=5)
+
+
+def test_steps_exported_for_accelerators_carry_no_cpu_kernel(subset, tmp_path):
+  """As tests/models/test_ops.py checks for the classifiers: the MultiBox train and eval steps, traced once, exported
+  for TPU and CUDA hold no CPU-only custom call (the matching's loop and the head's resampling are XLA's)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from inception import models, optim, steps  # pylint: disable=import-outside-toplevel
+  from inception.evaluators import multibox as multibox_evaluator  # pylint: disable=import-outside-toplevel
+  from tests.models.test_ops import PORTABLE_CALLS, _custom_calls  # pylint: disable=import-outside-toplevel
+  config = _config(subset, tmp_path / 'run')
+  task = multibox_task.MultiBoxTask(config, build_source(config), str(tmp_path / 'run'), resuming=False)
+  schedule = optim.make_schedule(config, steps_per_epoch=1, total_steps=1)
+  tx = optim.make_optimizer(config, schedule)
+  graphdefs = {}
+
+  def init():
+    model = models.build(config.model, num_classes=3, image_size=64, rngs=nnx.Rngs(params=0))
+    model.train()
+    graphdefs['train'], state = steps.create_train_state(model, tx, seed=0)
+    model.eval()
+    graphdefs['eval'] = nnx.split(model, nnx.Param, ...)[0]
+    return state
+
+  state = jax.eval_shape(init)
+  batch = {'image': jax.ShapeDtypeStruct((2, 64, 64, 3), np.uint8), 'seed': jax.ShapeDtypeStruct((2, 2), np.uint32),
+           'label': jax.ShapeDtypeStruct((2,), np.int32), 'mask': jax.ShapeDtypeStruct((2,), np.float32),
+           'boxes': jax.ShapeDtypeStruct((2, config.data.max_boxes, 4), np.float32)}
+  train_step = jax.jit(steps.make_train_step(graphdefs['train'], tx, schedule, config, task.loss))
+  eval_step = jax.jit(multibox_evaluator.make_eval_step(graphdefs['eval'], config, task.priors))
+  for step, args in ((train_step, (state, batch)), (eval_step, (state.params, state.model_state, batch))):
+    exported = jax.export.export(step, platforms=('tpu', 'cuda'))(*args).mlir_module()
+    assert _custom_calls(exported) <= PORTABLE_CALLS, _custom_calls(exported)
