@@ -206,3 +206,18 @@ def test_steps_exported_for_accelerators_carry_no_cpu_kernel(subset, tmp_path):
   for step, args in ((train_step, (state, batch)), (eval_step, (state.params, state.model_state, batch))):
     exported = jax.export.export(step, platforms=('tpu', 'cuda'))(*args).mlir_module()
     assert _custom_calls(exported) <= PORTABLE_CALLS, _custom_calls(exported)
+
+
+@pytest.mark.parametrize('key, value', [('multibox.offset_scale', 0.0), ('multibox.top_k', 0),
+                                        ('multibox.recall_iou', 1.5), ('data.max_boxes', 0)])
+def test_bad_settings_are_one_line_config_errors(key, value):
+  from inception import config_checks  # pylint: disable=import-outside-toplevel
+  config = multibox_configs.get_config('bccd')
+  config_checks.check_config(config)
+  *parents, leaf = key.split('.')
+  node = config
+  for part in parents:
+    node = node[part]
+  node[leaf] = value
+  with pytest.raises(ConfigError, match=f'--config.{key}={value!r}: expected'):
+    config_checks.check_config(config)
