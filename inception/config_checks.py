@@ -163,6 +163,15 @@ RULES = (
     ('eval_every_epochs', lambda x: x > 0, 'a number > 0'),
     ('eval_crops', lambda x: x in (1, 10, 144), '1, 10 or 144 (crops per image, as the paper evaluates)'),
     ('nan_policy', lambda x: x in ('stop', 'skip'), "'stop' or 'skip'"),
+    # MultiBox (configs/multibox.py)
+    ('data.max_boxes', lambda x: x >= 1, 'an integer >= 1 (boxes per image a batch holds)'),
+    ('model.num_priors', lambda x: x >= 1, 'an integer >= 1'),
+    ('multibox.kmeans_iterations', lambda x: x >= 1, 'an integer >= 1'),
+    ('multibox.kmeans_max_boxes', lambda x: x >= 0, 'an integer >= 0 (0: every training box)'),
+    ('multibox.offset_scale', lambda x: x > 0, 'a number > 0 (e.g. 0.1)'),
+    ('multibox.loc_weight', lambda x: x >= 0, 'a number >= 0'),
+    ('multibox.top_k', lambda x: x >= 1, 'an integer >= 1 (e.g. 200)'),
+    ('multibox.recall_iou', _between(0.0, 1.0, lo_open=True), 'a number in (0, 1], e.g. 0.5'),
 )
 
 

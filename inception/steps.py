@@ -4,7 +4,7 @@ The NNX model is split once, outside the steps, into a static graph definition a
 statistics); the steps merge them back inside the trace. So jit, sharding and orbax only ever see pytrees of arrays.
 Each step traces its model under `config.cpu_kernels` (models/ops.py).
 """
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import flax
 import jax
@@ -49,22 +49,46 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array, label_s
   return jnp.sum(jnp.where(mask > 0, losses, 0.0)) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
+# A task's loss (inception/tasks.py): (outputs, aux_outputs, batch) -> (the loss to minimise, metrics), where the
+# metrics are scalars and hold 'loss', the main loss (the run stops or skips the step when it is not finite).
+TaskLoss = Callable[[jax.Array, Tuple[jax.Array, ...], Dict[str, jax.Array]], Tuple[jax.Array, Dict[str, jax.Array]]]
+
+
+def classification_loss(config: ml_collections.ConfigDict) -> TaskLoss:
+  """The classification loss of config.loss: softmax cross-entropy of the main head plus `aux_weight` times the aux
+  heads', `label_smoothing` applied to all; metrics 'loss' (the main head's) and 'top1'. Masked rows count for
+  nothing."""
+  loss_cfg = config.loss
+
+  def loss(logits, aux_logits, batch):
+    labels, mask = batch['label'], batch['mask']
+    main_loss = cross_entropy(logits, labels, mask, loss_cfg.label_smoothing)
+    aux_loss = sum((cross_entropy(a, labels, mask, loss_cfg.label_smoothing) for a in aux_logits), 0.0)
+    top1 = jnp.sum(jnp.where(mask > 0, jnp.argmax(logits, -1) == labels, False)) / jnp.maximum(jnp.sum(mask), 1)
+    return main_loss + loss_cfg.aux_weight * aux_loss, {'loss': main_loss, 'top1': top1}
+
+  return loss
+
+
 def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: Callable,
-                    config: ml_collections.ConfigDict) -> Callable[[TrainState, Dict[str, jax.Array]], Any]:
+                    config: ml_collections.ConfigDict, loss: Optional[TaskLoss] = None
+                    ) -> Callable[[TrainState, Dict[str, jax.Array]], Any]:
   """Returns train_step(state, batch) -> (state, metrics) for a model graph in training mode.
 
   `batch` holds the host's uint8 images with per-example seeds; the step applies the colour distortions and the
-  scaling of config.pp (augment.train_images) before the model.
+  scaling of config.pp (augment.train_images) before the model. `loss` is the task's (tasks.py); None: the
+  classification loss (classification_loss).
 
   A step whose loss or gradient norm is not finite leaves the weights, optimizer state and averages as they were (only
   the step count moves on) and reports `finite` = 0: the loop stops the run or counts the step (config.nan_policy).
   """
-  loss_cfg, ema_cfg = config.loss, config.ema
+  ema_cfg = config.ema
+  task_loss = classification_loss(config) if loss is None else loss
   train_pp = augment.stage_pp(config.pp, 'train')
 
   def train_step(state: TrainState, batch: Dict[str, jax.Array]):
     dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    labels, mask = batch['label'], batch['mask']
+    mask = batch['mask']
     # uint8 -> distorted float32, materialized once: without the barrier XLA:CPU fused the distortions into both of
     # the stem's readers (the convolution and its kernel gradient's transpose), computing them twice.
     images = jax.lax.optimization_barrier(augment.train_images(batch['image'], batch['seed'], train_pp))
@@ -72,15 +96,14 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: Callab
     def loss_fn(params):
       # copy=True: fresh Variables at this (grad) trace level, so BatchNorm may update its statistics here.
       model = nnx.merge(graphdef, params, state.model_state, copy=True)
-      logits, aux_logits = model(images, rngs=nnx.Rngs(dropout=dropout_key))
-      main_loss = cross_entropy(logits, labels, mask, loss_cfg.label_smoothing)
-      aux_loss = sum((cross_entropy(a, labels, mask, loss_cfg.label_smoothing) for a in aux_logits), 0.0)
+      outputs, aux_outputs = model(images, rngs=nnx.Rngs(dropout=dropout_key))
+      total, task_metrics = task_loss(outputs, aux_outputs, batch)
       _, _, model_state = nnx.split(model, nnx.Param, ...)
-      return main_loss + loss_cfg.aux_weight * aux_loss, (logits, main_loss, model_state)
+      return total, (task_metrics, model_state)
 
-    grads, (logits, main_loss, model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads, (task_metrics, model_state) = jax.grad(loss_fn, has_aux=True)(state.params)
     grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(main_loss) & jnp.isfinite(grad_norm)
+    finite = jnp.isfinite(task_metrics['loss']) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     decay = optim.ema_decay(ema_cfg, state.step)
@@ -92,8 +115,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: Callab
                         {name: getattr(state, name) for name in updated})
     new_state = state.replace(step=state.step + 1, **kept)
     metrics = {
-        'loss': main_loss,
-        'top1': jnp.sum(jnp.where(mask > 0, jnp.argmax(logits, -1) == labels, False)) / jnp.maximum(jnp.sum(mask), 1),
+        **task_metrics,
         'lr': schedule(state.step),
         'grad_norm': grad_norm,
         'finite': finite.astype(jnp.float32),

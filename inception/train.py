@@ -17,7 +17,7 @@ from etils import epath
 from flax import nnx
 
 from inception import checkpoint, compiler_options, config_checks, distributed, finetune, metrics, models, optim, preemption, sharding
-from inception import steps
+from inception import steps, tasks
 from inception import workdir as workdir_lib
 from inception.errors import DivergedError, WorkdirError
 from inception.data import pipeline
@@ -76,6 +76,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, devices: Optional[Seq
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_every_steps, config.keep_checkpoints, identity={
       'model': config.model.name, 'num_classes': source.num_classes, 'image_size': config.pp.image_size})
   changes = workdir_lib.check_resume(workdir, config, has_checkpoint=bool(ckpt.all_steps()))
+  task = tasks.build(config, source, workdir, resuming=bool(ckpt.all_steps()))  # what the steps train (tasks.py)
   logging.info('Training on %d examples of %d classes (%d eval), %d steps of %d (%d per epoch), %d devices in %d '
                'processes.', num_train, source.num_classes, source.num_examples('eval'), total_steps,
                config.batch_size, steps_per_epoch, mesh.devices.size, jax.process_count())
@@ -114,14 +115,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, devices: Optional[Seq
   if jax.process_index() == 0:
     workdir_lib.write_config(workdir, config, start_step)
     workdir_lib.write_class_names(workdir, source.class_names)
+    task.write_files(workdir)
   writer = metrics.MetricWriter(workdir, resume_step=start_step)
   _stop_before_training(watcher, start_step, total_steps, writer, ckpt)  # signalled while starting: compile nothing
 
   # ---------------------------------------------------------------- Steps and evaluators
-  train_step = jax.jit(steps.make_train_step(train_graphdef, tx, schedule, config),
+  train_step = jax.jit(steps.make_train_step(train_graphdef, tx, schedule, config, task.loss),
                        in_shardings=(repl, sharding.data_sharded(mesh)), out_shardings=(repl, repl),
                        donate_argnums=0, compiler_options=compiler_options.for_backend(config))
-  evaluators = {name: EVALUATORS.get(name)(config, eval_graphdef, mesh, source) for name in config.evaluators}
+  evaluators = {name: EVALUATORS.get(name)(config, eval_graphdef, mesh, source, task=task)
+                for name in config.evaluators}
 
   def evaluate(step: int) -> Dict[str, float]:
     results = {}
@@ -170,9 +173,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, devices: Optional[Seq
       writer.write(step, {f'train/{k}': v for k, v in means.items()} | {
           'train/images_per_s': rate, 'train/epoch': step / steps_per_epoch,
           'train/skipped_images': counts['train_skipped_images'], 'train/nonfinite_steps': counts['nonfinite_steps']})
-      logging.info('step %d/%d epoch %.2f loss %.4f top1 %.3f lr %.5f %.1f img/s ETA %s', step, total_steps,
-                   step / steps_per_epoch, means.get('loss', float('nan')), means.get('top1', float('nan')),
-                   means['lr'], rate, metrics.format_duration(eta))
+      task_means = ' '.join(f'{k} {v:.3f}' for k, v in sorted(means.items()) if k not in ('loss', 'lr', 'grad_norm'))
+      logging.info('step %d/%d epoch %.2f loss %.4f %s lr %.5f %.1f img/s ETA %s', step, total_steps,
+                   step / steps_per_epoch, means.get('loss', float('nan')), task_means, means['lr'], rate,
+                   metrics.format_duration(eta))
     if step % eval_every == 0 and step != total_steps and not stop:
       evaluate(step)
       if watcher.should_stop(step):  # a signal during the evaluation: stop at this step
@@ -255,9 +259,16 @@ def _check_finite(fetched, counts: Dict[str, int], nan_policy: str, ckpt) -> Non
 
 def final_line(results: Dict[str, float]) -> str:
   """The run's last line: EMA-weight accuracy first (as `top1=`/`top5=`), then the raw weights, then the undecodable
-  images left out (training: image reads over the run, so a bad file counts once per epoch; evaluation: files)."""
+  images left out (training: image reads over the run, so a bad file counts once per epoch; evaluation: files). A
+  task other than classification (no top1) shows its own figures the same way, EMA weights first."""
+  skipped = (f'skipped images: train {int(results.get("train/skipped_images", 0))}'
+             f', eval {int(results["eval/skipped_images"])}')
+  if 'eval_ema/top1' not in results:
+    ema = ' '.join(f'{k.split("/", 1)[1]}={v:.4f}' for k, v in sorted(results.items()) if k.startswith('eval_ema/'))
+    raw = ' '.join(f'raw_{k.split("/", 1)[1]}={v:.4f}' for k, v in sorted(results.items())
+                   if k.startswith('eval/') and f'eval_ema/{k.split("/", 1)[1]}' in results)
+    return f'final eval (EMA weights, {int(results["eval/examples"])} images): {ema} | raw weights: {raw} | {skipped}'
   return (f'final eval (EMA weights, {int(results["eval/examples"])} images): '
           f'top1={results["eval_ema/top1"]:.4f} top5={results["eval_ema/top5"]:.4f} '
           f'loss={results["eval_ema/loss"]:.4f} | raw weights: raw_top1={results["eval/top1"]:.4f} '
-          f'raw_top5={results["eval/top5"]:.4f} | skipped images: train {int(results.get("train/skipped_images", 0))}'
-          f', eval {int(results["eval/skipped_images"])}')
+          f'raw_top5={results["eval/top5"]:.4f} | {skipped}')

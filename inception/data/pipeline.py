@@ -27,6 +27,7 @@ from absl import logging
 
 from inception.augment import stage_pp
 from inception.data.preprocess import PREPROCESS
+from inception.config_checks import ConfigError
 from inception.errors import DataError
 from inception.data.sources import build_source
 
@@ -69,12 +70,26 @@ def _preprocess_fn(config: ml_collections.ConfigDict, stage: str, load):
   def fn(index, record, position=None):
     example = load(record)
     seed = tf.stack([tf.constant(int(config.seed), tf.int64), index if position is None else position])
-    image = transform(example['image_bytes'], seed, pp)
+    extra = {}
+    if 'boxes' in example:  # a box source (data/box_source.py): its transform moves the boxes with the pixels
+      check_moves_boxes(pp, stage)
+      image, extra['boxes'] = transform(example['image_bytes'], seed, pp, boxes=example['boxes'])
+    else:
+      image = transform(example['image_bytes'], seed, pp)
     device_seed = tf.random.stateless_uniform([2], tf.random.experimental.stateless_fold_in(seed, 1), minval=None,
                                               maxval=None, dtype=tf.uint32)
-    return {'image': image, 'label': example['label'], 'index': index, 'seed': device_seed}
+    return {'image': image, 'label': example['label'], 'index': index, 'seed': device_seed, **extra}
 
   return fn
+
+
+def check_moves_boxes(pp: ml_collections.ConfigDict, stage: str) -> None:
+  """ConfigError unless the stage's transform moves boxes with the pixels (data/box_transforms.py), as a box
+  source's examples need."""
+  if not getattr(PREPROCESS.get(pp.name), 'moves_boxes', False):
+    moving = [name for name in PREPROCESS.names() if getattr(PREPROCESS.get(name), 'moves_boxes', False)]
+    raise ConfigError(f'--config.pp.{stage}.name={pp.name!r} does not move boxes with the pixels, which a box source '
+                      f'needs: use one of {", ".join(moving)}.')
 
 
 def _first_local_index(q, *, b: int, big_b: int, p: int):
@@ -280,17 +295,15 @@ class EvalBatches:
                               process_count=self._process_count)
     preprocess = _preprocess_fn(self._config, 'eval', self._source.load)
 
-    def real(index, record):
+    def real(index, record):  # image, label and whatever else the source gives (a box source: boxes)
       out = preprocess(index, record)
-      return {'image': out['image'], 'label': out['label'], 'mask': tf.constant(1.0, tf.float32)}
+      return {**{k: v for k, v in out.items() if k not in ('index', 'seed')}, 'mask': tf.constant(1.0, tf.float32)}
 
     ds = ds.enumerate().map(real, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors()
-    padding = tf.data.Dataset.from_tensors({
-        'image': tf.zeros([size, size, 3], tf.uint8),
-        'label': tf.constant(0, tf.int32),
-        'mask': tf.constant(0.0, tf.float32),
-    }).repeat()
+    padding = tf.data.Dataset.from_tensors({  # zeros of every key: for a classification source, a zero image, label 0
+        key: tf.zeros([size, size, 3], tf.uint8) if key == 'image' else tf.zeros(spec.shape, spec.dtype)
+        for key, spec in ds.element_spec.items()}).repeat()
     ds = ds.concatenate(padding).take(self.num_batches * self.batch_size)
     ds = ds.batch(self.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     return ds.with_options(_options())

@@ -186,3 +186,5 @@ def central_crop(image_bytes: tf.Tensor, seed: tf.Tensor,
   top, left = (new_hw[0] - size) // 2, (new_hw[1] - size) // 2
   image = to_uint8(tf.slice(image, tf.stack([top, left, 0]), [size, size, 3]))
   return tf.ensure_shape(image, [size, size, 3])
+
+from inception.data import box_transforms  # noqa: E402,F401  (registers the box transforms)

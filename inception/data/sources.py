@@ -415,3 +415,5 @@ class TfdsSource:
     """The same as records(): {'image_bytes', 'label'}."""
     return self.records(split, process_index=process_index, process_count=process_count,
                         shuffle_seed=shuffle_seed)
+
+from inception.data import box_source  # noqa: E402,F401  (registers 'voc_boxes')

@@ -4,3 +4,4 @@ from inception.registry import Registry
 EVALUATORS = Registry('evaluator')
 
 from inception.evaluators import classification  # noqa: E402,F401  (registers 'classification')
+from inception.evaluators import multibox  # noqa: E402,F401  (registers 'multibox')

@@ -15,7 +15,8 @@ from inception.evaluators.multicrop import MultiCropEvaluator
 class ClassificationEvaluator:
   """Decodes each eval batch once and scores it with both weight sets; padded examples are masked out."""
 
-  def __init__(self, config, eval_graphdef, mesh, source):
+  def __init__(self, config, eval_graphdef, mesh, source, task=None):
+    del task  # the classification task keeps nothing the evaluation needs
     self.mesh = mesh
     self.num_classes = source.num_classes
     crops = int(config.get('eval_crops', 1))

@@ -17,6 +17,7 @@ from inception.models import inception_v3  # noqa: E402,F401  pylint: disable=g-
 from inception.models import inception_resnet  # noqa: E402,F401  pylint: disable=g-import-not-at-top
 from inception.models import inception_v4  # noqa: E402,F401  pylint: disable=g-import-not-at-top
 from inception.models import bn_inception  # noqa: E402,F401  pylint: disable=g-import-not-at-top
+from inception.models import multibox  # noqa: E402,F401  pylint: disable=g-import-not-at-top
 
 
 BUILD_ARGUMENTS = ('num_classes', 'image_size', 'rngs')  # passed by build(), never by the model config
