@@ -28,6 +28,8 @@ test 72), the BN GoogLeNet at 64 px; every stage runs in minutes on 2 cores:
 An ensemble averages the region scores of several runs (e.g. the same config with --config.seed=1 and another
 --config.workdir) before NMS: `python -m inception.detect evaluate --config=... --workdirs=runs/bccd_det,runs/bccd_det_1`.
 Fine-tuning from a classification run instead of from scratch: --config.init_from=runs/googlenet_mini (`make train`).
+With MultiBox's proposals (the paper's Selective Search + MultiBox row): train configs/multibox.py:bccd, then add
+--config.proposals.multibox_workdir=runs/bccd_multibox to `proposals` and `evaluate`.
 Selective Search's own fast mode (1x superpixels): --config.proposals.ks='(50, 100)'.
 """
 import os
@@ -70,6 +72,9 @@ def voc() -> ml_collections.ConfigDict:
       recall_iou=0.5,                 # a ground-truth box is covered by a proposal at IoU >= this (the paper's 0.5)
       merge_iou=1.0,                  # merging sets: a box overlapping an earlier one by IoU > this is dropped;
                                       # 1.0 = exact duplicates only (the paper does not say)
+      multibox_workdir='',            # a trained MultiBox run (configs/multibox.py): its top boxes join Selective
+                                      # Search's at test time (the paper: + 200 MultiBox boxes); '' = none
+      multibox_top_k=200,             # MultiBox boxes per image, best first (the paper: 200)
   ))
 
   # The regions the classifier is fine-tuned on (inception/detection/regions.py), written once as an image folder

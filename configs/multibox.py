@@ -21,8 +21,8 @@ here), the small Inception network (inception_tiny) at 128 px; a few minutes on 
 
 Its box recall on the test split, alone and merged with Selective Search's proposals (configs/detection.py:bccd's):
 
-  python -m inception.detection.multibox_proposals --config=configs/detection.py:bccd --split=test \
-      --multibox_workdir=runs/bccd_multibox --workdir=runs/bccd_det
+  python -m inception.detect proposals --config=configs/detection.py:bccd --split=test \
+      --config.proposals.multibox_workdir=runs/bccd_multibox
 """
 import os
 import runpy

@@ -49,12 +49,27 @@ def _log(line: str) -> None:
   print(line, flush=True)
 
 
+def multibox_boxes(config, records):
+  """MultiBox's top boxes of `records` from the run `proposals.multibox_workdir` names, or None without one."""
+  if not config.proposals.multibox_workdir:
+    return None
+  from inception.detection import multibox_proposals  # pylint: disable=import-outside-toplevel
+  return multibox_proposals.top_boxes(config.proposals.multibox_workdir, records, config.proposals.multibox_top_k)
+
+
 def proposals_main(config, splits) -> None:
-  from inception.detection import proposals  # pylint: disable=import-outside-toplevel
+  from inception.detection import coverage, proposals  # pylint: disable=import-outside-toplevel
   d = config.detection_data
   for split in splits or [d.train_split, d.val_split, d.test_split]:
-    _, run, result = proposals.build(config, split)
+    data, run, result = proposals.build(config, split)
     _log(proposals.recall_line(result))
+    multibox = multibox_boxes(config, data.records)
+    if multibox is not None:
+      merged = coverage.merge([run.boxes, multibox], config.proposals.merge_iou)
+      for name, boxes in (('multibox', multibox), ('selective_search+multibox', merged)):
+        extra = coverage.recall(data.records, boxes, data.class_names, config.proposals.recall_iou)
+        result[name] = extra
+        _log(proposals.recall_line({**extra, 'split': f'{split} ({name})'}))
     _log(f'Wrote {proposals.write_recall(run, result)}.')
 
 
@@ -68,8 +83,14 @@ def evaluate_main(config, splits) -> None:
   from inception.detection import evaluation  # pylint: disable=import-outside-toplevel
   if len(splits) > 1:
     raise app.UsageError(f'evaluate takes one --split (got {",".join(splits)}).')
-  result = evaluation.run(config, splits[0] if splits else config.detection_data.test_split,
-                          _WORKDIRS.value or [config.workdir], _WEIGHTS.value, log=_log)
+  from inception.detection import voc  # pylint: disable=import-outside-toplevel
+  split = splits[0] if splits else config.detection_data.test_split
+  extra = None
+  if config.proposals.multibox_workdir:
+    d = config.detection_data
+    extra = {'multibox': multibox_boxes(config, voc.load_split(d.root, split, d.classes, d.decode_images).records)}
+  result = evaluation.run(config, split, _WORKDIRS.value or [config.workdir], _WEIGHTS.value, log=_log,
+                          extra_proposals=extra)
   out = epath.Path(config.workdir) / f'detection_{result["split"]}.json'
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(result, indent=2))

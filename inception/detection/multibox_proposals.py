@@ -1,19 +1,11 @@
 """MultiBox's proposals from a trained run (configs/multibox.py): each image's best boxes in its own pixels.
 
-`top_boxes(workdir, records)` is the library call the detection stages use: the run's EMA weights and priors, each
-image through the run's eval transform (resized to the input square), its predictions decoded (multibox_decode.py)
-and the `top_k` most confident kept, best first.
-
-  python -m inception.detection.multibox_proposals --config=configs/detection.py:bccd --split=test \
-      --multibox_workdir=runs/bccd_multibox [--config.workdir=runs/bccd_det]
-
-prints box recall (coverage.recall, at `proposals.recall_iou`) of MultiBox's top boxes alone, of Selective Search's
-proposals (proposals.build: cached under the detection config's workdir) and of the two merged (coverage.merge at
-`proposals.merge_iou`), with proposals per image, and writes them as proposals_recall_<split>.json in the MultiBox run.
+`top_boxes(workdir, records)` is the library call the detection stages use (`inception.detect proposals` and
+`evaluate` with `--config.proposals.multibox_workdir`): the run's EMA weights and priors, each image through the run's
+eval transform (resized to the input square), its predictions decoded (multibox_decode.py) and the `top_k` most
+confident kept, best first.
 """
-import json
 import os
-import time
 from typing import Dict, Sequence
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
@@ -81,58 +73,3 @@ def top_boxes(workdir: str, records: Sequence[ImageRecord], top_k: int = 200, *,
     logging.warning('MultiBox proposals: %d images did not decode and have none: %s%s.', len(missing),
                     ', '.join(missing[:5]), ', ...' if len(missing) > 5 else '')
   return found
-
-
-def main(argv):
-  """The command (module docstring)."""
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  from etils import epath  # pylint: disable=import-outside-toplevel
-  from inception.detection import coverage, proposals  # pylint: disable=import-outside-toplevel
-  from inception.errors import UserError  # pylint: disable=import-outside-toplevel
-  del argv
-  config = flags.FLAGS.config
-  workdir = flags.FLAGS.multibox_workdir or config.proposals.get('multibox_workdir', '')
-  if not workdir:
-    raise UserError('Name the MultiBox run: --multibox_workdir=WORKDIR (a configs/multibox.py run).')
-  split = flags.FLAGS.split
-  start = time.time()
-  data, selective, selective_result = proposals.build(config, split)
-  selective_seconds = time.time() - start
-  start = time.time()
-  multibox = top_boxes(workdir, data.records, flags.FLAGS.top_k)
-  multibox_seconds = time.time() - start
-  iou, merge_iou = float(config.proposals.recall_iou), float(config.proposals.merge_iou)
-  merged = coverage.merge([selective.boxes, multibox], merge_iou)
-  results = {}
-  for name, boxes, seconds in (('multibox', multibox, multibox_seconds),
-                               ('selective_search', selective.boxes, selective_seconds),
-                               ('merged', merged, None)):
-    result = coverage.recall(data.records, boxes, data.class_names, iou)
-    result.update(split=f'{split} ({name})', seconds=seconds)
-    results[name] = result
-    print(proposals.recall_line(result), flush=True)
-  results['multibox']['top_k'] = flags.FLAGS.top_k
-  results['multibox']['workdir'] = workdir
-  results['merged']['merge_iou'] = merge_iou
-  results['selective_search']['params'] = selective_result['params']
-  out = epath.Path(workdir) / f'proposals_recall_{split}.json'
-  out.write_text(json.dumps(results, indent=2))
-  print(f'Selective Search {selective_seconds:.1f} s ({selective_result["computed"]} images computed, '
-        f'{selective_result["cached"]} cached), MultiBox {multibox_seconds:.1f} s; written to {out}.', flush=True)
-
-
-def run():
-  """The command line: the detection config (--config=configs/detection.py[:variant]) and the flags below."""
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
-  from inception import command  # pylint: disable=import-outside-toplevel
-  config_flags.DEFINE_config_file('config', None, 'The detection config, e.g. configs/detection.py:bccd.')
-  flags.DEFINE_string('multibox_workdir', '', 'The MultiBox run (default: the config\'s proposals.multibox_workdir).')
-  flags.DEFINE_string('split', 'test', 'The VOC split whose recall is measured.')
-  flags.DEFINE_integer('top_k', 200, 'MultiBox boxes per image, best first (the paper: 200).')
-  flags.mark_flag_as_required('config')
-  command.run(main, computes_steps=True, check_config=True)
-
-
-if __name__ == '__main__':
-  run()
