@@ -32,9 +32,9 @@ def _bccd_subset(root: pathlib.Path) -> pathlib.Path:
   return root
 
 
-def _detect(*args, module='inception.detect'):
+def _detect(*args, module='inception.detect', env=None):
   done = subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, text=True, capture_output=True, timeout=600,
-                        check=False)
+                        check=False, env=None if env is None else {**os.environ, **env})
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
   return done.stdout
 
@@ -172,3 +172,28 @@ def test_an_extra_proposal_set_is_merged_scored_once_and_reported_beside_selecti
           == plain['proposals']['selective_search']['models'][0]['classes'])
   assert plain['regions_scored'] < result['regions_scored'] <= plain['regions_scored'] + sum(map(len, truth.values()))
   assert '| single: ' in evaluation.table(result) and '| selective_search+truth |' in evaluation.table(result)
+
+
+@pytest.mark.xdist_group('detection_run')
+def test_multibox_proposals_join_selective_search_in_proposals_and_evaluate(detection_run, tmp_path):
+  """A tiny MultiBox run (configs/multibox.py:bccd through inception.main, 2 steps) on the same 4 images; its top 20
+  boxes per image join Selective Search's in `proposals` (recall lines) and `evaluate` (a row per proposal set)."""
+  flags, workdir, _ = detection_run
+  multibox = tmp_path / 'multibox'
+  voc_root = next(f for f in flags if f.startswith('--config.detection_data.root=')).split('=', 1)[1]
+  _detect('--config=configs/multibox.py:bccd', f'--config.workdir={multibox}', f'--config.data.root={voc_root}',
+          '--config.model.num_priors=24', '--config.model.head_grid=4', '--config.model.head_hidden=64',
+          '--config.model.head_channels=16', '--config.multibox.top_k=20', '--config.pp.image_size=64',
+          '--config.batch_size=2', '--config.eval_batch_size=2', '--config.num_epochs=2', '--config.log_every_steps=1',
+          module='inception.main', env={'JAX_NUM_CPU_DEVICES': '2'})  # 2 training images: a batch of 2
+  with_multibox = flags + [f'--config.proposals.multibox_workdir={multibox}', '--config.proposals.multibox_top_k=20']
+  out = _detect('proposals', *with_multibox, '--split=test')
+  assert 'test (multibox): box recall ' in out and '20.0 proposals per image' in out
+  assert 'test (selective_search+multibox): box recall ' in out
+  _detect('evaluate', *with_multibox)
+  result = json.loads((workdir / 'detection_test.json').read_text())
+  assert list(result['proposals']) == ['selective_search', 'selective_search+multibox']
+  merged = result['proposals']['selective_search+multibox']['recall']
+  alone = result['proposals']['selective_search']['recall']
+  assert alone['proposals_per_image'] < merged['proposals_per_image'] <= alone['proposals_per_image'] + 20
+  assert merged['recall'] >= alone['recall']
