@@ -9,6 +9,8 @@ import pytest
 
 from inception import config_checks
 from inception.detection import datasets
+from inception.detection import proposals
+from inception.detection import regions
 from inception.detection import tfds_reader
 from inception.detection import voc
 from inception.errors import DataError
@@ -126,6 +128,16 @@ def test_an_exported_file_gone_is_tallied_and_a_cut_export_is_redone(prepared, t
   (tmp_path / 'bccd_voc_like' / '1.0.0' / 'train' / tfds_reader.MANIFEST).unlink()  # as an export cut short
   third = datasets.load_split(c.detection_data, 'train')
   assert third.exported == 3 and len(third.records) == 3
+
+
+def test_proposals_and_regions_settings_read_through_the_dispatcher(prepared, tmp_path):
+  _, data_dir = prepared
+  c = _config(data_dir, 'bccd_voc_like', tfds_export_dir=str(tmp_path / 'exports'))
+  c.workdir = str(tmp_path / 'work')
+  c.proposals.workers = 1
+  data, run, result = proposals.build(c, 'val')
+  assert [r.image_id for r in data.records] == SPLITS['val'] and result['images'] == 1 and run.computed == 1
+  assert regions.settings(c, data.class_names)['detection_data']['root'] == 'tfds:bccd_voc_like'
 
 
 def test_bad_settings_are_named(prepared, tmp_path):
