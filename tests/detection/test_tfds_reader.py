@@ -4,6 +4,7 @@ same VOC folder."""
 import pathlib
 import shutil
 
+from etils import epath
 import numpy as np
 import pytest
 
@@ -16,6 +17,7 @@ from inception.detection import voc
 from inception.errors import DataError
 from inception.errors import UserError
 from tests.detection import tfds_builders
+from tests.services.gcs import gcs, gcs_emulator  # noqa: F401  pylint: disable=unused-import  (fixtures)
 
 pytestmark = pytest.mark.xdist_group('tfds_reader')  # one worker prepares the datasets (the module fixture) once
 
@@ -128,6 +130,20 @@ def test_an_exported_file_gone_is_tallied_and_a_cut_export_is_redone(prepared, t
   (tmp_path / 'bccd_voc_like' / '1.0.0' / 'train' / tfds_reader.MANIFEST).unlink()  # as an export cut short
   third = datasets.load_split(c.detection_data, 'train')
   assert third.exported == 3 and len(third.records) == 3
+
+
+def test_the_export_goes_to_a_gs_folder(prepared, gcs):
+  """A gs:// export root on the Cloud Storage emulator (tests/services/gcs.py): written once, read back through it."""
+  folder, data_dir = prepared
+  c = _config(data_dir, 'bccd_voc_like', tfds_export_dir=f'{gcs}/exports')
+  first = datasets.load_split(c.detection_data, 'val')
+  record, = first.records
+  assert first.exported == 1 and record.path == f'{gcs}/exports/bccd_voc_like/1.0.0/validation/{SPLITS["val"][0]}.jpg'
+  again = datasets.load_split(c.detection_data, 'val')
+  assert again.exported == 0
+  reference, = voc.load_split(str(folder), 'val', CLASSES, decode_images=True).records
+  np.testing.assert_allclose(again.records[0].boxes, reference.boxes, rtol=0, atol=1e-9)
+  assert epath.Path(record.path).read_bytes() == pathlib.Path(reference.path).read_bytes()
 
 
 def test_proposals_and_regions_settings_read_through_the_dispatcher(prepared, tmp_path):
