@@ -83,12 +83,12 @@ def evaluate_main(config, splits) -> None:
   from inception.detection import evaluation  # pylint: disable=import-outside-toplevel
   if len(splits) > 1:
     raise app.UsageError(f'evaluate takes one --split (got {",".join(splits)}).')
-  from inception.detection import voc  # pylint: disable=import-outside-toplevel
+  from inception.detection import datasets  # pylint: disable=import-outside-toplevel
   split = splits[0] if splits else config.detection_data.test_split
   extra = None
   if config.proposals.multibox_workdir:
-    d = config.detection_data
-    extra = {'multibox': multibox_boxes(config, voc.load_split(d.root, split, d.classes, d.decode_images).records)}
+    records = datasets.load_split(config.detection_data, split).records
+    extra = {'multibox': multibox_boxes(config, records)}
   result = evaluation.run(config, split, _WORKDIRS.value or [config.workdir], _WEIGHTS.value, log=_log,
                           extra_proposals=extra)
   out = epath.Path(config.workdir) / f'detection_{result["split"]}.json'

@@ -1,8 +1,8 @@
 """An image file's size, read by PIL before any stage relies on it: a missing file or one that does not decode is
-named here, once, instead of failing a later stage mid-run."""
-import os
+named here, once, instead of failing a later stage mid-run. Paths go through etils.epath: local or gs://."""
 from typing import Tuple
 
+from etils import epath
 from PIL import Image
 
 
@@ -16,10 +16,11 @@ class ImageProblem(Exception):
 
 def image_size(path: str, decode: bool) -> Tuple[int, int]:
   """(width, height) of the image at `path`; `decode` reads every pixel (catches truncated files), else the header."""
-  if not os.path.isfile(path):
+  file = epath.Path(path)
+  if not file.is_file():
     raise ImageProblem('missing_image', f'{path}: no such file')
   try:
-    with Image.open(path) as image:
+    with file.open('rb') as f, Image.open(f) as image:
       if decode:
         image.load()
       return image.size

@@ -9,6 +9,7 @@ from typing import Tuple
 import ml_collections
 
 from inception.detection import coverage
+from inception.detection import datasets
 from inception.detection import proposal_cache
 from inception.detection import selective_search
 from inception.detection import voc
@@ -28,8 +29,7 @@ def cache_root(config: ml_collections.ConfigDict) -> str:
 def build(config: ml_collections.ConfigDict, split: str) -> Tuple[voc.VocSplit, proposal_cache.ProposalRun, dict]:
   """The split's records, their Selective Search proposals and the proposals' box recall (coverage.recall)."""
   params = selective_search.Params.from_config(config.proposals)
-  d = config.detection_data
-  data = voc.load_split(d.root, split, d.classes, d.decode_images)
+  data = datasets.load_split(config.detection_data, split)
   run = proposal_cache.proposals_for(data.records, params, cache_root(config), config.proposals.workers)
   result = coverage.recall(data.records, run.boxes, data.class_names, config.proposals.recall_iou)
   result.update(split=split, params=params.as_dict(), computed=run.computed, cached=run.cached,

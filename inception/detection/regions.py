@@ -19,6 +19,7 @@ from etils import epath
 import ml_collections
 import numpy as np
 
+from inception.detection import datasets
 from inception.detection import proposals as proposals_lib
 from inception.detection import region_crops
 from inception.detection import region_sampling
@@ -48,7 +49,7 @@ def settings(config: ml_collections.ConfigDict, class_names) -> Dict:
   """Everything that decides the folder's contents."""
   d = config.detection_data
   return {
-      'detection_data': {'root': str(d.root), 'classes': list(class_names),
+      'detection_data': {'root': datasets.source(d), 'classes': list(class_names),
                          **{key: d[key] for key, _ in SUBFOLDERS}},
       'proposals': selective_search.Params.from_config(config.proposals).as_dict(),
       'regions': config.regions.to_dict(),

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import os
 import pathlib
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import ClassVar, Dict, List, Optional, Sequence, Tuple
 import xml.etree.ElementTree as ET
 
 from absl import logging
@@ -168,7 +168,12 @@ def _image_path(root: pathlib.Path, image_id: str, filename: str) -> str:
 
 @dataclasses.dataclass
 class VocSplit:
-  """The records of one split, the class list their labels index, and the tally of what was left out."""
+  """The records of one split, the class list their labels index, and the tally of what was left out.
+
+  `kind` and `kept_reasons` name the source and what it keeps but counts in the summary (tfds_reader.TfdsSplit's
+  differ)."""
+  kind: ClassVar[str] = 'VOC split'
+  kept_reasons: ClassVar[Dict[str, str]] = KEPT
   root: str
   split: str
   class_names: Tuple[str, ...]
@@ -186,23 +191,29 @@ class VocSplit:
     boxes = sum(len(r.labels) for r in self.records)
     difficult = sum(int(r.difficult.sum()) for r in self.records)
     per_class = ', '.join(f'{name} {n:,}' for name, n in self.box_counts().items())
-    return (f'VOC split {self.split!r} of {self.root}: {len(self.records):,} images, {boxes:,} boxes ({per_class}; '
+    return (f'{self.kind} {self.split!r} of {self.root}: {len(self.records):,} images, {boxes:,} boxes ({per_class}; '
             f'{difficult:,} difficult). Left out: {self.tally.describe(LEFT_OUT)}. '
-            f'Kept and counted: {self.tally.describe(KEPT)}.')
+            f'Kept and counted: {self.tally.describe(self.kept_reasons)}.')
 
 
-def _boxes(image_id: str, annotation: VocAnnotation, width: int, height: int, class_index: Dict[str, int],
-           tally: Tally):
-  """The kept boxes of one image as (boxes, labels, names, difficult); every other box goes to the tally."""
+def object_boxes(image_id: str, objects: Sequence[VocObject], width: int, height: int, class_index: Dict[str, int],
+                 tally: Tally, one_based: bool = True):
+  """The kept boxes of one image as (boxes, labels, names, difficult); every other box goes to the tally.
+
+  `objects` hold corners as their source writes them: `one_based`, VOC's 1-based inclusive pixel indices (x0 = xmin -
+  1); else continuous coordinates already (COCO's, x0 = xmin). A box with xmax <= xmin or ymax <= ymin as written is
+  degenerate either way. Other readers (tfds_reader.py) pass their objects here so every format is judged alike.
+  """
+  shift = 1.0 if one_based else 0.0
   kept = []
-  for obj in annotation.objects:
+  for obj in objects:
     if obj.name not in class_index:
       tally.add('unknown_class', obj.describe(image_id))
       continue
     if obj.xmax <= obj.xmin or obj.ymax <= obj.ymin:
       tally.add('degenerate_box', obj.describe(image_id))
       continue
-    box = np.array([obj.xmin - 1, obj.ymin - 1, obj.xmax, obj.ymax])
+    box = np.array([obj.xmin - shift, obj.ymin - shift, obj.xmax, obj.ymax])
     clipped = box_ops.clip(box, width, height)[0]
     if box_ops.area(clipped)[0] <= 0:
       tally.add('outside_box', f'{obj.describe(image_id)} in {width}x{height}')
@@ -266,7 +277,7 @@ def load_split(root: str, split: str, classes: Sequence[str], decode_images: boo
       tally.add('size_mismatch', f'{image_id}: annotated {annotation.width}x{annotation.height}, image '
                                  f'{width}x{height}')
       continue
-    boxes, labels, names, difficult = _boxes(image_id, annotation, width, height, class_index, tally)
+    boxes, labels, names, difficult = object_boxes(image_id, annotation.objects, width, height, class_index, tally)
     if not len(labels):
       tally.add('no_boxes', image_id)
     records.append(ImageRecord(image_id, file, width, height, boxes, labels, names, difficult))
