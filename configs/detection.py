@@ -36,7 +36,7 @@ test 72), the BN GoogLeNet at 64 px; every stage runs in minutes on 2 cores:
   python -m inception.main --config=configs/detection.py:bccd
   python -m inception.detect evaluate --config=configs/detection.py:bccd
   python -m inception.detect predict --config=configs/detection.py:bccd --out=runs/bccd_det/pictures \
-      data/bccd/JPEGImages/BloodImage_00112.jpg
+      data/bccd/JPEGImages/BloodImage_00031.jpg
 
 An ensemble averages the region scores of several runs (e.g. the same config with --config.seed=1 and another
 --config.workdir) before NMS: `python -m inception.detect evaluate --config=... --workdirs=runs/bccd_det,runs/bccd_det_1`.
