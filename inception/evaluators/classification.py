@@ -3,12 +3,12 @@ crop per image, or with `config.eval_crops` = 10 or 144 the paper's multi-crop p
 from typing import Dict
 
 import jax
-import numpy as np
 
 from inception import compiler_options, sharding, steps
 from inception.data import pipeline
 from inception.evaluators import EVALUATORS
 from inception.evaluators.multicrop import MultiCropEvaluator
+from inception.evaluators.summed import summed_outputs
 
 
 @EVALUATORS.register('classification')
@@ -31,15 +31,9 @@ class ClassificationEvaluator:
     weights = {'eval': (state.params, state.model_state), 'eval_ema': (state.ema_params, state.ema_model_state)}
     if self.multicrop is not None:
       return self.multicrop.run(weights, self.num_classes)
-    sums = {name: None for name in weights}
-    for batch in self.batches:
-      batch = sharding.to_global(batch, self.mesh)
-      for name, (params, model_state) in weights.items():
-        out = self.eval_step(params, model_state, batch)
-        sums[name] = out if sums[name] is None else jax.tree.map(lambda a, b: a + b, sums[name], out)
+    sums = summed_outputs(self.eval_step, self.batches, self.mesh, state)
     results = {}
     for name, total in sums.items():
-      total = jax.tree.map(lambda x: float(np.asarray(x)), total)
       count = max(total['count'], 1.0)
       results.update({f'{name}/top1': total['top1'] / count, f'{name}/top5': total['top5'] / count,
                       f'{name}/loss': total['loss'] / count})

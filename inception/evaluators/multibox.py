@@ -19,6 +19,7 @@ from inception.detection import matching
 from inception.detection import multibox_decode
 from inception.detection import multibox_loss
 from inception.evaluators import EVALUATORS
+from inception.evaluators.summed import summed_outputs
 from inception.models import ops
 
 
@@ -79,16 +80,9 @@ class MultiBoxEvaluator:
                              compiler_options=compiler_options.for_backend(config, inference=True))
 
   def run(self, state) -> Dict[str, float]:
-    weights = {'eval': (state.params, state.model_state), 'eval_ema': (state.ema_params, state.ema_model_state)}
-    sums = {name: None for name in weights}
-    for batch in self.batches:
-      batch = sharding.to_global(batch, self.mesh)
-      for name, (params, model_state) in weights.items():
-        out = self.eval_step(params, model_state, batch)
-        sums[name] = out if sums[name] is None else jax.tree.map(lambda a, b: a + b, sums[name], out)
+    sums = summed_outputs(self.eval_step, self.batches, self.mesh, state)
     results = {}
     for name, total in sums.items():
-      total = jax.tree.map(lambda x: float(np.asarray(x)), total)
       count = max(total['count'], 1.0)
       results.update({f'{name}/{key}': total[key] / count for key in ('loss', 'location', 'confidence')})
       results[f'{name}/recall'] = total['covered'] / max(total['boxes'], 1.0)
