@@ -14,7 +14,7 @@ UV := $(VENV)/bin/uv
 # The lock is for CPython 3.11 on Linux x86-64 (CPU jax); accelerator builds are added on top (README, "Installing").
 LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
-.PHONY: install install-cuda install-tpu install-test-services lock train test test-slow summary clean
+.PHONY: install install-cuda install-tpu install-test-services lock train test test-slow test-detection summary clean
 
 install: $(STAMP) $(KERNEL)
 
@@ -53,7 +53,11 @@ test: install
 	$(PY) -m pytest -q tests -m "not slow" -n 2 --dist loadgroup $(ARGS)
 
 test-slow: install
-	$(PY) -m pytest -q tests -m slow -n 2 --dist loadgroup $(ARGS)
+	$(PY) -m pytest -q tests -m "slow and not detection_full" -n 2 --dist loadgroup $(ARGS)
+
+# The README's :bccd detection commands on all of BCCD (tests/test_detect.py), about 10 min on 2 cores: not yet in CI.
+test-detection: install
+	$(PY) -m pytest -q tests/test_detect.py -m detection_full $(ARGS)
 
 # The real services of tests/services (a one-node SLURM cluster, a Cloud Storage emulator); needs root.
 install-test-services: install

@@ -127,13 +127,15 @@ def test_a_missing_stage_is_a_usage_error():
 
 
 # The README's :bccd run on the full data, shortened to 16 foreground regions per image (13,108 training regions) and
-# 2 epochs (408 steps): the test split's mAP at IoU 0.5 measured 0.727 on the 2-core AMD EPYC (2026-12-06; the full
-# recipe: README, "Detection"). The threshold leaves room for another CPU's rounding to change the training's course.
+# 2 epochs (408 steps): the test split's mAP at IoU 0.5 measured 0.727 and 0.635 in two runs on the 2-core AMD EPYC
+# (2026-12-06, code a few commits apart; platelets' AP 0.626 and 0.388 made the difference: 69 small boxes). The
+# threshold leaves room for such swings and another CPU's rounding (the full recipe: README, "Detection").
 SHORT = ['--config.regions.foreground_per_image=16', '--config.num_epochs=2', '--config.eval_every_epochs=2']
-MAP_THRESHOLD = 0.62
+MAP_THRESHOLD = 0.50
 
 
 @pytest.mark.slow
+@pytest.mark.detection_full  # `make test-detection`: CI has no time for it yet (README, "The two commands")
 def test_the_readme_bccd_commands(tmp_path):
   """The README's :bccd commands, in a workdir of the test's and shortened (SHORT): Selective Search on all 364
   images, the regions, the region classifier through inception.main, evaluate on the test split, and predict with a
