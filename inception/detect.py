@@ -80,10 +80,9 @@ def regions_main(config) -> None:
 
 def evaluate_main(config, splits) -> None:
   from etils import epath  # pylint: disable=import-outside-toplevel
-  from inception.detection import evaluation  # pylint: disable=import-outside-toplevel
+  from inception.detection import datasets, evaluation  # pylint: disable=import-outside-toplevel
   if len(splits) > 1:
     raise app.UsageError(f'evaluate takes one --split (got {",".join(splits)}).')
-  from inception.detection import datasets  # pylint: disable=import-outside-toplevel
   split = splits[0] if splits else config.detection_data.test_split
   extra = None
   if config.proposals.multibox_workdir:
