@@ -80,14 +80,11 @@ def regions_main(config) -> None:
 
 def evaluate_main(config, splits) -> None:
   from etils import epath  # pylint: disable=import-outside-toplevel
-  from inception.detection import datasets, evaluation  # pylint: disable=import-outside-toplevel
+  from inception.detection import evaluation  # pylint: disable=import-outside-toplevel
   if len(splits) > 1:
     raise app.UsageError(f'evaluate takes one --split (got {",".join(splits)}).')
   split = splits[0] if splits else config.detection_data.test_split
-  extra = None
-  if config.proposals.multibox_workdir:
-    records = datasets.load_split(config.detection_data, split).records
-    extra = {'multibox': multibox_boxes(config, records)}
+  extra = {'multibox': lambda records: multibox_boxes(config, records)} if config.proposals.multibox_workdir else None
   result = evaluation.run(config, split, _WORKDIRS.value or [config.workdir], _WEIGHTS.value, log=_log,
                           extra_proposals=extra)
   out = epath.Path(config.workdir) / f'detection_{result["split"]}.json'

@@ -2,7 +2,7 @@
 single model and for their ensemble, with the proposals' recall and each stage's wall time, as one JSON-ready dict.
 """
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import jax
 import numpy as np
@@ -41,9 +41,10 @@ def _rows_of(union: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 
 def run(config, split: str, workdirs: Sequence[str], weights: str = 'ema', log: Callable[[str], None] = print,
-        extra_proposals: Optional[Dict[str, Dict[str, np.ndarray]]] = None) -> Dict:
+        extra_proposals: Optional[Dict[str, Any]] = None) -> Dict:
   """Evaluates `workdirs` (one run, or an ensemble and each of its members) on `split`, with Selective Search's
-  proposals and each set of `extra_proposals` (name -> image id -> boxes) merged with them. Every distinct box is
+  proposals and each set of `extra_proposals` (name -> {image id: boxes}, or a function of the split's records that
+  gives them) merged with them. Every distinct box is
   scored once; each proposal set then takes its boxes' scores."""
   times = {}
   start = time.perf_counter()
@@ -51,6 +52,7 @@ def run(config, split: str, workdirs: Sequence[str], weights: str = 'ema', log: 
   sets = {'selective_search': proposal_run.boxes}
   recalls = {'selective_search': recall}
   for name, boxes in (extra_proposals or {}).items():
+    boxes = boxes(data.records) if callable(boxes) else boxes
     merged = f'selective_search+{name}'
     sets[merged] = coverage.merge([proposal_run.boxes, boxes], config.proposals.merge_iou)
     recalls[name] = coverage.recall(data.records, boxes, data.class_names, config.proposals.recall_iou)
