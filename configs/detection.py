@@ -110,6 +110,7 @@ def voc() -> ml_collections.ConfigDict:
       fill='mean',                    # where the context leaves the image: 'mean' (the image's mean colour, R-CNN's
                                       # mean-subtracted zero) or 'edge' (the border pixels repeated)
       seed=0,                         # which proposals are sampled
+      jpeg_quality=95,                # the region files' JPEG quality (OpenCV's 0-100)
   ))
 
   # The region classifier: data are the regions above, already warped to pp.image_size; training flips them and

@@ -7,9 +7,12 @@ import shutil
 import subprocess
 import sys
 
+from etils import epath
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.services.gcs import gcs, gcs_emulator  # noqa: F401  pylint: disable=unused-import  (fixtures)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BCCD = REPO / 'data' / 'bccd'
@@ -97,13 +100,14 @@ def test_an_ensemble_of_a_run_with_itself_scores_as_the_run(detection_run):
 
 
 @pytest.mark.xdist_group('detection_run')
-def test_predict_prints_boxes_and_draws_them(detection_run, tmp_path):
+def test_predict_prints_boxes_and_draws_them_in_a_gcs_folder(detection_run, tmp_path, gcs):
+  """Pictures go through the path library: here into a bucket on the Cloud Storage emulator (tests/services)."""
   flags, _, _ = detection_run
   image = BCCD / 'JPEGImages' / 'BloodImage_00007.jpg'
   broken = tmp_path / 'broken.jpg'
   broken.write_bytes(b'not an image')
   done = subprocess.run([sys.executable, '-m', 'inception.detect', 'predict', *flags, '--json',
-                         f'--out={tmp_path / "pictures"}', str(image), str(broken)],
+                         f'--out={gcs}/pictures', str(image), str(broken)],
                         cwd=REPO, text=True, capture_output=True, timeout=300)
   assert done.returncode == 1, done.stderr[-3000:]  # the broken file; the good one still ran
   lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{')]
@@ -113,7 +117,8 @@ def test_predict_prints_boxes_and_draws_them(detection_run, tmp_path):
   assert found and {d['class'] for d in found} <= {'RBC', 'WBC', 'Platelets'}
   assert all(0 <= d['box'][0] < d['box'][2] <= 640 and 0 <= d['box'][1] < d['box'][3] <= 480 for d in found)
   assert [d['score'] for d in found] == sorted((d['score'] for d in found), reverse=True)
-  with Image.open(tmp_path / 'pictures' / 'BloodImage_00007.png') as picture:
+  assert [p.name for p in epath.Path(f'{gcs}/pictures').iterdir()] == ['BloodImage_00007.png']
+  with epath.Path(f'{gcs}/pictures/BloodImage_00007.png').open('rb') as f, Image.open(f) as picture:
     assert picture.size == (640, 480)
     drawn = np.asarray(picture.convert('RGB')).astype(int)
   with Image.open(image) as original:

@@ -1,5 +1,5 @@
 """`inception.detect predict`: images in, boxes with class names and scores out (text or JSON lines), and with an
-output folder a PNG of each image with its boxes drawn.
+output folder (local or gs://) a PNG of each image with its boxes drawn.
 
 Each image goes through the same stages as evaluation: Selective Search (cached in the workdir like a split's),
 every proposal scored by the region classifier(s) (an ensemble averages them), per-class NMS; the boxes shown are
@@ -11,10 +11,12 @@ import os
 from typing import Callable, Dict, List, Sequence
 
 import cv2
+from etils import epath
 import numpy as np
 
 from inception import command
 from inception.detection import evaluation
+from inception.detection import image_check
 from inception.detection import nms
 from inception.detection import proposal_cache
 from inception.detection import proposals as proposals_lib
@@ -80,7 +82,7 @@ def run(config, files: Sequence[str], workdirs: Sequence[str], weights: str, out
   class_scores = scores[0] if len(scores) == 1 else scoring.ensemble(scores)
   detections = nms.detect(found.boxes, class_scores, config.detect.nms_iou_threshold, config.detect.max_detections)
   if out:
-    os.makedirs(out, exist_ok=True)
+    epath.Path(out).mkdir(parents=True, exist_ok=True)
   by_path = {r.path: r for r in records}
   for path in files:
     record = by_path.get(path)
@@ -99,9 +101,12 @@ def run(config, files: Sequence[str], workdirs: Sequence[str], weights: str, out
       log(f'{path}: {len(items)} boxes scoring >= {config.detect.min_score}'
           + ''.join(f'\n  {i["score"]:.3f}  {i["class"]:<12} {" ".join(f"{v:.0f}" for v in i["box"])}' for i in items))
     if out:
-      picture = draw(selective_search.read_rgb(path), d, class_names)
-      target = os.path.join(out, record.image_id + '.png')
-      cv2.imwrite(target, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+      picture = draw(image_check.read_rgb(path), d, class_names)
+      target = epath.Path(out) / f'{record.image_id}.png'
+      ok, encoded = cv2.imencode('.png', cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+      if not ok:
+        raise RuntimeError(f'OpenCV could not encode the picture of {path} as PNG.')
+      target.write_bytes(encoded.tobytes())
       if not as_json:
         log(f'  drawn in {target}')
   failed = len(files) - sum(1 for p in files if p in by_path and by_path[p].image_id in detections)

@@ -23,6 +23,7 @@ import cv2
 from etils import epath
 import numpy as np
 
+from inception.detection import image_check
 from inception.detection import selective_search
 from inception.detection.image_check import ImageProblem
 from inception.detection.records import ImageRecord
@@ -104,7 +105,7 @@ def _compute(path: str, params: selective_search.Params):
   """The pool's task: (boxes, None, seconds), or (None, (reason, message), seconds) for a bad image or a failure."""
   start = time.perf_counter()
   try:
-    boxes = selective_search.propose(selective_search.read_rgb(path), params)
+    boxes = selective_search.propose(image_check.read_rgb(path), params)
     return boxes, None, time.perf_counter() - start
   except ImageProblem as e:
     return None, (e.reason, str(e)), time.perf_counter() - start

@@ -20,15 +20,14 @@ import ml_collections
 import numpy as np
 
 from inception.detection import datasets
+from inception.detection import image_check
 from inception.detection import proposals as proposals_lib
 from inception.detection import region_crops
 from inception.detection import region_sampling
 from inception.detection import selective_search
-from inception.detection.image_check import ImageProblem
 from inception.errors import UserError
 
 SUBFOLDERS = (('train_split', 'train'), ('val_split', 'val'))  # the folder source's train/ and val/ layout
-JPEG_QUALITY = 95
 
 
 class RegionsError(UserError):
@@ -75,6 +74,9 @@ def write(config: ml_collections.ConfigDict, log=print) -> Dict:
   fill = str(config.regions.fill)
   if fill not in region_crops.FILLS:
     raise RegionsError(f'--config.regions.fill={fill!r}: expected one of {", ".join(region_crops.FILLS)}.')
+  quality = int(config.regions.jpeg_quality)
+  if not 0 <= quality <= 100:
+    raise RegionsError(f'--config.regions.jpeg_quality={quality}: expected 0 to 100 (OpenCV\'s JPEG quality).')
   summary_file = target / 'summary.json'
   splits = {}
   for key, sub in SUBFOLDERS:
@@ -111,22 +113,14 @@ def write(config: ml_collections.ConfigDict, log=print) -> Dict:
     counts, skipped = collections.Counter(), [r.image_id for r in data.records if r.image_id not in chosen]
     for name in names:
       (partial / sub / name).mkdir(parents=True, exist_ok=True)
-    for record in data.records:
-      if record.image_id not in chosen:
-        continue
-      try:
-        image = selective_search.read_rgb(record.path)
-      except ImageProblem as e:
-        skipped.append(f'{record.image_id} ({e})')
-        continue
-      region_boxes, labels = chosen[record.image_id]
+    for image_id, image, (region_boxes, labels) in image_check.read_images(data.records, chosen, skipped):
       crops = region_crops.crop(image, region_boxes, size, padding, fill)
       for k, (pixels, label) in enumerate(zip(crops, labels)):
         ok, encoded = cv2.imencode('.jpg', cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR),
-                                   [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+                                   [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
-          raise RegionsError(f'OpenCV could not encode a region of {record.image_id} as JPEG.')
-        (partial / sub / names[label] / f'{record.image_id}-{k:04d}.jpg').write_bytes(encoded.tobytes())
+          raise RegionsError(f'OpenCV could not encode a region of {image_id} as JPEG.')
+        (partial / sub / names[label] / f'{image_id}-{k:04d}.jpg').write_bytes(encoded.tobytes())
         counts[names[label]] += 1
     total = sum(counts.values())
     foreground = total - counts[names[-1]]

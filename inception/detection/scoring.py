@@ -13,9 +13,8 @@ import jax
 import numpy as np
 
 from inception import compiler_options, sharding, steps
+from inception.detection import image_check
 from inception.detection import region_crops
-from inception.detection import selective_search
-from inception.detection.image_check import ImageProblem
 from inception.detection.records import ImageRecord
 from inception.errors import UserError
 
@@ -49,6 +48,9 @@ class RegionScorer:
     self._step = jax.jit(steps.make_predict_step(run.graphdef, run.config),
                          in_shardings=(sharding.replicated(self.mesh),) * 2 + (sharding.data_sharded(self.mesh),),
                          compiler_options=compiler_options.for_backend(run.config, inference=True))
+    self._out: Dict[str, List[np.ndarray]] = {}  # image id -> its scored parts, in order
+    self._pending: List[Tuple[str, np.ndarray]] = []  # (image id, crops) not yet scored, in order
+    self._pending_count = 0
 
   def _predict(self, crops: np.ndarray) -> np.ndarray:
     n = len(crops)
@@ -57,67 +59,66 @@ class RegionScorer:
     batch = jax.device_put({'image': padded}, sharding.data_sharded(self.mesh))
     return np.asarray(self._step(self.params, self.model_state, batch)['probs'])[:n]
 
+  def add(self, image_id: str, pixels: np.ndarray, boxes: np.ndarray):
+    """Queues one image's regions (uint8 [H, W, 3] pixels, boxes [N, 4]); full batches are scored as they fill."""
+    self._out.setdefault(image_id, [])
+    if len(boxes):
+      self._pending.append((image_id, region_crops.crop(pixels, boxes, self.size, self.padding, self.fill)))
+      self._pending_count += len(boxes)
+    self._flush(final=False)
+
+  def finish(self) -> Dict[str, np.ndarray]:
+    """Scores what is queued; image id -> float64 [N, C] probabilities of the detection classes, for every image
+    added since the last finish."""
+    self._flush(final=True)
+    width = len(self.columns)
+    out = {i: np.concatenate(parts) if parts else np.zeros([0, width]) for i, parts in self._out.items()}
+    self._out = {}
+    return out
+
+  def _flush(self, final: bool):
+    while self._pending_count >= self.batch_size or (final and self._pending_count):
+      take, batch, owners = self.batch_size, [], []
+      while take and self._pending:
+        image_id, crops = self._pending[0]
+        part, rest = crops[:take], crops[take:]
+        batch.append(part)
+        owners.append((image_id, len(part)))
+        take -= len(part)
+        if len(rest):
+          self._pending[0] = (image_id, rest)
+        else:
+          self._pending.pop(0)
+      probs = self._predict(np.concatenate(batch))[:, self.columns].astype(np.float64)
+      start = 0
+      for image_id, count in owners:
+        self._out.setdefault(image_id, []).append(probs[start:start + count])
+        start += count
+      self._pending_count -= start
+
   def score(self, images: Iterable[Tuple[str, np.ndarray, np.ndarray]]) -> Dict[str, np.ndarray]:
     """(image id, uint8 [H, W, 3], boxes [N, 4]) -> image id -> float64 [N, C] probabilities of the detection
     classes, in batches that run across images."""
-    out: Dict[str, List[np.ndarray]] = {}
-    pending: List[Tuple[str, np.ndarray]] = []  # (image id, crops) not yet scored, in order
-    pending_count = 0
-
-    def flush(final: bool):
-      nonlocal pending, pending_count
-      while pending_count >= self.batch_size or (final and pending_count):
-        take, batch, owners = self.batch_size, [], []
-        while take and pending:
-          image_id, crops = pending[0]
-          part, rest = crops[:take], crops[take:]
-          batch.append(part)
-          owners.append((image_id, len(part)))
-          take -= len(part)
-          if len(rest):
-            pending[0] = (image_id, rest)
-          else:
-            pending.pop(0)
-        probs = self._predict(np.concatenate(batch))[:, self.columns].astype(np.float64)
-        start = 0
-        for image_id, count in owners:
-          out.setdefault(image_id, []).append(probs[start:start + count])
-          start += count
-        pending_count -= start
-
     for image_id, pixels, boxes in images:
-      out.setdefault(image_id, [])
-      if len(boxes):
-        pending.append((image_id, region_crops.crop(pixels, boxes, self.size, self.padding, self.fill)))
-        pending_count += len(boxes)
-      flush(final=False)
-    flush(final=True)
-    width = len(self.columns)
-    return {i: np.concatenate(parts) if parts else np.zeros([0, width]) for i, parts in out.items()}
-
-
-def read_images(records: Sequence[ImageRecord], boxes: Mapping[str, np.ndarray], skipped: List[str]):
-  """(image id, pixels, boxes) of each record with proposals; an image that does not read is added to `skipped`."""
-  for record in records:
-    if record.image_id not in boxes:
-      continue
-    try:
-      pixels = selective_search.read_rgb(record.path)
-    except ImageProblem as e:
-      skipped.append(f'{record.image_id} ({e})')
-      continue
-    yield record.image_id, pixels, boxes[record.image_id]
+      self.add(image_id, pixels, boxes)
+    return self.finish()
 
 
 def score_runs(scorers: Sequence[RegionScorer], records: Sequence[ImageRecord],
                boxes: Mapping[str, np.ndarray]) -> Tuple[List[Dict[str, np.ndarray]], List[float], List[str]]:
-  """Each run's scores of every proposal (image id -> [N, C]), the seconds each took, and the images that did not
-  read (named once)."""
-  results, seconds, skipped = [], [], []
+  """Each run's scores of every proposal (image id -> [N, C]), the seconds each spent cutting and scoring, and the
+  images that did not read (named once). Each image is read and decoded once for all the runs."""
+  seconds, skipped = [0.0] * len(scorers), []
+  for image_id, pixels, image_boxes in image_check.read_images(records, boxes, skipped):
+    for k, scorer in enumerate(scorers):
+      start = time.perf_counter()
+      scorer.add(image_id, pixels, image_boxes)
+      seconds[k] += time.perf_counter() - start
+  results = []
   for k, scorer in enumerate(scorers):
     start = time.perf_counter()
-    results.append(scorer.score(read_images(records, boxes, skipped if k == 0 else [])))
-    seconds.append(time.perf_counter() - start)
+    results.append(scorer.finish())
+    seconds[k] += time.perf_counter() - start
   return results, seconds, skipped
 
 

@@ -20,12 +20,9 @@ import json
 from typing import Tuple
 
 import cv2
-from etils import epath
 import numpy as np
-from PIL import Image
 
 from inception.config_checks import ConfigError
-from inception.detection.image_check import ImageProblem
 
 _segmentation = cv2.ximgproc.segmentation
 
@@ -83,18 +80,6 @@ class Params:
   def key(self) -> str:
     """16 hex digits of the settings' and the implementation's hash: a changed setting gets other cache files."""
     return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def read_rgb(path) -> np.ndarray:
-  """The image at `path` (local or gs://) as uint8 [H, W, 3] RGB; ImageProblem if it is missing or does not decode."""
-  path = epath.Path(path)
-  if not path.exists():
-    raise ImageProblem('missing_image', f'{path}: no such file')
-  try:
-    with path.open('rb') as f, Image.open(f) as image:
-      return np.asarray(image.convert('RGB'))
-  except Exception as e:  # pylint: disable=broad-except  # PIL raises OSError, SyntaxError, ValueError, bomb errors
-    raise ImageProblem('undecodable_image', f'{path}: {type(e).__name__}: {e}') from None
 
 
 def propose(image: np.ndarray, params: Params) -> np.ndarray:

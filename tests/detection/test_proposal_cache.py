@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 
 from inception import config_checks
+from inception.detection import image_check
 from inception.detection import proposal_cache
 from inception.detection import selective_search
 from inception.detection.records import ImageRecord
@@ -46,7 +47,7 @@ def test_computed_once_in_a_pool_then_served_from_the_cache(tmp_path):
   assert folder.name == f'selective_search-{params.key()}' and (folder / 'params.json').is_file()
   assert len(list(folder.glob('img*.npz'))) == 3
   for record in records:  # the pool's boxes are the ones computed here
-    here = selective_search.propose(selective_search.read_rgb(record.path), params)
+    here = selective_search.propose(image_check.read_rgb(record.path), params)
     assert sorted(map(tuple, here.tolist())) == sorted(map(tuple, first.boxes[record.image_id].tolist()))
   again = proposal_cache.proposals_for(records, params, tmp_path / 'cache', workers=2)
   assert (again.computed, again.cached) == (0, 3)

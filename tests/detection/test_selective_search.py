@@ -5,9 +5,9 @@ import pytest
 from inception import config_checks
 from inception.detection import boxes as box_ops
 from inception.detection import coverage
+from inception.detection import image_check
 from inception.detection import selective_search
 from inception.detection import voc
-from inception.detection.image_check import ImageProblem
 
 
 def _params(**changes):
@@ -79,7 +79,7 @@ def test_bccd_images_inside_big_enough_and_fewer_with_doubled_superpixels():
   counts = {}
   for ks in ((50, 100), (100, 200)):
     for record in records:
-      found = selective_search.propose(selective_search.read_rgb(record.path), _params(ks=ks))
+      found = selective_search.propose(image_check.read_rgb(record.path), _params(ks=ks))
       assert (found[:, :2] >= 0).all() and (found[:, 2] <= 640).all() and (found[:, 3] <= 480).all()
       assert (found[:, 2:] - found[:, :2] >= 20).all()
       assert 200 < len(found) < 5000
@@ -87,16 +87,6 @@ def test_bccd_images_inside_big_enough_and_fewer_with_doubled_superpixels():
       counts[ks, record.image_id] = len(found)
   for record in records:
     assert counts[(100, 200), record.image_id] < 0.8 * counts[(50, 100), record.image_id]
-
-
-def test_read_rgb_names_missing_and_undecodable_files(tmp_path):
-  with pytest.raises(ImageProblem, match='no such file') as missing:
-    selective_search.read_rgb(tmp_path / 'absent.jpg')
-  assert missing.value.reason == 'missing_image'
-  (tmp_path / 'bad.jpg').write_bytes(b'not a jpeg')
-  with pytest.raises(ImageProblem, match='bad.jpg') as bad:
-    selective_search.read_rgb(tmp_path / 'bad.jpg')
-  assert bad.value.reason == 'undecodable_image'
 
 
 def test_propose_refuses_what_is_not_an_rgb_image():
