@@ -21,6 +21,13 @@ TINY = {
 }
 
 
+def user_env(**extra: str) -> dict:
+  """This process's environment for a command that trains for real as a user runs it: without the tests' quick-compile
+  optimisation level (tests/conftest.py), so its programs run at full speed; `extra` added."""
+  flags = [f for f in os.environ.get('XLA_FLAGS', '').split() if not f.startswith('--xla_backend_optimization_level')]
+  return {**os.environ, 'XLA_FLAGS': ' '.join(flags), **extra}
+
+
 def make_small_folder(root) -> str:
   """Two real classes, 12 images each, from the embedded data: ~14-18 train / ~6-10 eval images."""
   for cls in ('Faces_easy', 'Motorbikes'):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.runs import user_env
 from tests.services.gcs import gcs, gcs_emulator  # noqa: F401  pylint: disable=unused-import  (fixtures)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -36,8 +37,9 @@ def _bccd_subset(root: pathlib.Path) -> pathlib.Path:
 
 
 def _detect(*args, module='inception.detect', env=None):
-  done = subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, text=True, capture_output=True, timeout=600,
-                        check=False, env=None if env is None else {**os.environ, **env})
+  """Runs a command; `env` is its whole environment (default: this process's)."""
+  done = subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, text=True, capture_output=True, timeout=1800,
+                        check=False, env=env)
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
   return done.stdout
 
@@ -149,13 +151,14 @@ def test_the_readme_bccd_commands(tmp_path):
   out = _detect('proposals', *flags)
   assert 'test: box recall 0.8931 at IoU >= 0.5 (844 of 945 boxes' in out  # the README's figure: deterministic
   _detect('regions', *flags)
-  assert _detect(*flags, module='inception.main').strip().splitlines()[-1].startswith('final eval')
-  _detect('evaluate', *flags)
+  env = user_env()  # training and scoring run as the user's: optimised programs
+  assert _detect(*flags, module='inception.main', env=env).strip().splitlines()[-1].startswith('final eval')
+  _detect('evaluate', *flags, env=env)
   result = json.loads((tmp_path / 'run' / 'detection_test.json').read_text())
   (single,) = result['proposals']['selective_search']['models']
   assert single['mAP'] >= MAP_THRESHOLD, single
   image = 'data/bccd/JPEGImages/BloodImage_00031.jpg'
-  out = _detect('predict', *flags, f'--out={tmp_path / "pictures"}', image)
+  out = _detect('predict', *flags, f'--out={tmp_path / "pictures"}', image, env=env)
   assert out.startswith(f'{image}: ') and (tmp_path / 'pictures' / 'BloodImage_00031.png').exists()
 
 
@@ -192,7 +195,7 @@ def test_multibox_proposals_join_selective_search_in_proposals_and_evaluate(dete
           '--config.model.num_priors=24', '--config.model.head_grid=4', '--config.model.head_hidden=64',
           '--config.model.head_channels=16', '--config.multibox.top_k=20', '--config.pp.image_size=64',
           '--config.batch_size=2', '--config.eval_batch_size=2', '--config.num_epochs=2', '--config.log_every_steps=1',
-          module='inception.main', env={'JAX_NUM_CPU_DEVICES': '2'})  # 2 training images: a batch of 2
+          module='inception.main', env={**os.environ, 'JAX_NUM_CPU_DEVICES': '2'})  # 2 training images: a batch of 2
   with_multibox = flags + [f'--config.proposals.multibox_workdir={multibox}', '--config.proposals.multibox_top_k=20']
   out = _detect('proposals', *with_multibox, '--split=test')
   assert 'test (multibox): box recall ' in out and '20.0 proposals per image' in out
