@@ -16,7 +16,7 @@ import time
 import pytest
 
 from inception import preemption
-from tests.runs import REPO, checkpoint_steps, copy_run, tiny_flags
+from tests.runs import REPO, checkpoint_steps, copy_run, tiny_flags, user_env
 
 
 def _wait_until(condition, timeout=10.0):
@@ -266,7 +266,8 @@ def test_published_size_step_under_load_stops_at_an_agreed_step_three_times(tmp_
     stops = []
     for when, delay in ((r'step 25/', 6), (r'Compiling jit\(train_step\)', 0), (r'step 50/', 6)):
       before = checkpoint_steps(workdir) if os.path.isdir(os.path.join(workdir, 'checkpoints')) else []
-      code, step, saved, gone, out = preemption_exit([f'--when={when}', f'--delay={delay}'], main_args)
+      code, step, saved, gone, out = preemption_exit([f'--when={when}', f'--delay={delay}'], main_args,
+                                                     extra_env=user_env())  # the recipe's step as users run it
       assert code == preemption.EXIT_PREEMPTED, out
       stop_line = max(float(t) for t in re.findall(r'stop logged ([\d.]+) s', out))
       assert gone - stop_line < STOP_TO_EXIT_S, out
