@@ -41,7 +41,8 @@ test 72), the BN GoogLeNet at 64 px; every stage runs in minutes on 2 cores:
 An ensemble averages the region scores of several runs (e.g. `regions` and `main` again with --config.seed=1, another
 --config.workdir and --config.proposals.cache_dir=runs/bccd_det/proposals) before NMS:
   python -m inception.detect evaluate --config=... --workdirs=runs/bccd_det,runs/bccd_det_1
-Fine-tuning from a classification run instead of from scratch: --config.init_from=runs/googlenet_mini (`make train`).
+Fine-tuning from a classification run instead of from scratch: --config.init_from=runs/googlenet_mini (`make train`;
+on BCCD it measured no better than from scratch: README, "Detection").
 With MultiBox's proposals (the paper's Selective Search + MultiBox row): train configs/multibox.py:bccd, then add
 --config.proposals.multibox_workdir=runs/bccd_multibox to `proposals` and `evaluate`.
 Selective Search's own fast mode (1x superpixels): --config.proposals.ks='(50, 100)'.
