@@ -7,7 +7,7 @@ classes (its classes.json: the region folders' names); the background column is 
 several runs' probabilities (R-CNN's scores, before NMS).
 """
 import time
-from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -95,13 +95,6 @@ class RegionScorer:
         self._out.setdefault(image_id, []).append(probs[start:start + count])
         start += count
       self._pending_count -= start
-
-  def score(self, images: Iterable[Tuple[str, np.ndarray, np.ndarray]]) -> Dict[str, np.ndarray]:
-    """(image id, uint8 [H, W, 3], boxes [N, 4]) -> image id -> float64 [N, C] probabilities of the detection
-    classes, in batches that run across images."""
-    for image_id, pixels, boxes in images:
-      self.add(image_id, pixels, boxes)
-    return self.finish()
 
 
 def score_runs(scorers: Sequence[RegionScorer], records: Sequence[ImageRecord],

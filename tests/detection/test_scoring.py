@@ -34,7 +34,9 @@ def test_batches_run_across_images_and_come_back_to_each_image_in_order():
   scorer = MeanColourScorer(batch_size=4)
   counts = {'a': 3, 'b': 0, 'c': 6, 'd': 2}
   boxes = {i: np.tile([[2.0, 2.0, 12.0, 12.0]], (n, 1)) for i, n in counts.items()}
-  out = scorer.score((i, _image(10 * (k + 1)), boxes[i]) for k, i in enumerate(counts))
+  for k, i in enumerate(counts):
+    scorer.add(i, _image(10 * (k + 1)), boxes[i])
+  out = scorer.finish()
   assert scorer.batches == [4, 4, 3]  # 11 regions: two full batches, then the rest at the end
   assert {i: p.shape for i, p in out.items()} == {i: (n, 2) for i, n in counts.items()}
   assert out['a'][:, 0].tolist() == [10] * 3 and out['c'][:, 0].tolist() == [30] * 6 and out['d'][:, 0].tolist() == [40] * 2
