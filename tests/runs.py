@@ -21,11 +21,11 @@ TINY = {
 }
 
 
-def user_env(**extra: str) -> dict:
+def user_env() -> dict:
   """This process's environment for a command that trains for real as a user runs it: without the tests' quick-compile
-  optimisation level (tests/conftest.py), so its programs run at full speed; `extra` added."""
+  optimisation level (tests/conftest.py), so its programs run at full speed."""
   flags = [f for f in os.environ.get('XLA_FLAGS', '').split() if not f.startswith('--xla_backend_optimization_level')]
-  return {**os.environ, 'XLA_FLAGS': ' '.join(flags), **extra}
+  return {**os.environ, 'XLA_FLAGS': ' '.join(flags)}
 
 
 def make_small_folder(root) -> str:

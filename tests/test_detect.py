@@ -38,7 +38,7 @@ def _bccd_subset(root: pathlib.Path) -> pathlib.Path:
 
 def _detect(*args, module='inception.detect', env=None):
   """Runs a command; `env` is its whole environment (default: this process's)."""
-  done = subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, text=True, capture_output=True, timeout=1800,
+  done = subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, text=True, capture_output=True, timeout=600,
                         check=False, env=env)
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
   return done.stdout
