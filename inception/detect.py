@@ -4,12 +4,14 @@
   python -m inception.detect regions   --config=configs/detection.py:bccd
   python -m inception.main             --config=configs/detection.py:bccd     # fine-tunes the region classifier
   python -m inception.detect evaluate  --config=configs/detection.py:bccd [--workdirs=RUN,RUN2,...] [--split=test]
+                                       [--distributed]
   python -m inception.detect predict   --config=configs/detection.py:bccd [--workdirs=...] [--out=DIR] [--json] IMAGE...
 
 `proposals` computes (or reads from the cache) Selective Search's boxes and prints their box recall; `regions` writes
 the classifier's training regions as an image folder in the workdir; `evaluate` scores every test proposal with the
 trained classifier (or each of --workdirs and their ensemble), applies NMS and writes mAP and per-class AP as JSON and
-a Markdown table in the workdir (detection_<split>.json, .md); `predict` prints each image's boxes with class names and
+a Markdown table in the workdir (detection_<split>.json, .md), with --distributed on every process of a multi-process
+job (each scores its share of the images; process 0 prints and writes); `predict` prints each image's boxes with class names and
 scores and, with --out, draws them into a PNG per image. Exit codes and one-line errors: inception/command.py.
 """
 import json
@@ -36,6 +38,8 @@ _WORKDIRS = flags.DEFINE_list('workdirs', [], 'evaluate, predict: the trained re
 _WEIGHTS = flags.DEFINE_enum('weights', 'ema', ['ema', 'raw'], 'The classifiers\' averaged (EMA) or raw weights.')
 _OUT = flags.DEFINE_string('out', '', 'predict: write a PNG of each image with its boxes into this folder.')
 _JSON = flags.DEFINE_bool('json', False, 'predict: one JSON object per image instead of text.')
+_DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'evaluate: join a multi-process job (coordinator from the '
+                                 'environment, as inception.evaluate); each process scores its share of the images.')
 
 
 def _subcommand(argv) -> str:
@@ -80,13 +84,20 @@ def regions_main(config) -> None:
 
 def evaluate_main(config, splits) -> None:
   from etils import epath  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  from inception import distributed  # pylint: disable=import-outside-toplevel
   from inception.detection import evaluation  # pylint: disable=import-outside-toplevel
   if len(splits) > 1:
     raise app.UsageError(f'evaluate takes one --split (got {",".join(splits)}).')
+  if _DISTRIBUTED.value:
+    distributed.initialize()
+  lead = jax.process_index() == 0
   split = splits[0] if splits else config.detection_data.test_split
   extra = {'multibox': lambda records: multibox_boxes(config, records)} if config.proposals.multibox_workdir else None
-  result = evaluation.run(config, split, _WORKDIRS.value or [config.workdir], _WEIGHTS.value, log=_log,
-                          extra_proposals=extra)
+  result = evaluation.run(config, split, _WORKDIRS.value or [config.workdir], _WEIGHTS.value,
+                          log=_log if lead else lambda _: None, extra_proposals=extra)
+  if not lead:
+    return
   out = epath.Path(config.workdir) / f'detection_{result["split"]}.json'
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(result, indent=2))
@@ -111,6 +122,8 @@ def main(argv):
   config = _CONFIG.value
   if stage != 'predict' and len(argv) > 2:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[2:])}')
+  if _DISTRIBUTED.value and stage != 'evaluate':
+    raise app.UsageError(f'--distributed is for evaluate (got {stage}): the other stages run in one process.')
   start = time.perf_counter()
   if stage == 'proposals':
     proposals_main(config, _SPLIT.value)

@@ -102,6 +102,39 @@ def test_an_ensemble_of_a_run_with_itself_scores_as_the_run(detection_run):
 
 
 @pytest.mark.xdist_group('detection_run')
+def test_two_processes_score_a_share_each_and_write_what_one_process_does(detection_run):
+  """`evaluate --distributed` on 2 processes x 1 device (gloo), the training split's 2 images: each process reads and
+  scores one image, and process 0 writes the mAP, per-class AP and recall that one process on 1 device writes; process
+  1 prints no table."""
+  from launch import local  # pylint: disable=import-outside-toplevel
+  flags, workdir, _ = detection_run
+  args = [sys.executable, '-m', 'inception.detect', 'evaluate', *flags, '--split=train']
+  single = subprocess.run(args, cwd=REPO, env=local.process_env(1), text=True, capture_output=True, timeout=600)
+  assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-3000:]
+  one = json.loads((workdir / 'detection_train.json').read_text())
+  port = local.free_port()
+  procs = [subprocess.Popen(args + ['--distributed'], cwd=REPO, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=local.process_env(1, coordinator={
+                                'JAX_COORDINATOR_ADDRESS': f'127.0.0.1:{port}', 'JAX_NUM_PROCESSES': '2',
+                                'JAX_PROCESS_ID': str(p)})) for p in range(2)]
+  outs = [proc.communicate(timeout=600) for proc in procs]
+  assert [proc.returncode for proc in procs] == [0, 0], outs[0][1][-3000:] + outs[1][1][-3000:]
+  two = json.loads((workdir / 'detection_train.json').read_text())
+  assert one['images_per_process'] == [2] and two['images_per_process'] == [1, 1]
+  assert 'on 2 processes (1 + 1 images)' in outs[0][0] and '| single: ' in outs[0][0]
+  assert '| single: ' not in outs[1][0] and 'Scored' not in outs[1][0]
+  assert two['regions_scored'] == one['regions_scored'] and two['images_unread'] == one['images_unread'] == []
+  assert _untimed(two['proposals']) == _untimed(one['proposals'])  # recall, mAP and every class's AP
+
+
+def _untimed(tree):
+  """`tree` without its wall times (keys with 'seconds' in them)."""
+  if isinstance(tree, dict):
+    return {k: _untimed(v) for k, v in tree.items() if 'seconds' not in k}
+  return [_untimed(v) for v in tree] if isinstance(tree, list) else tree
+
+
+@pytest.mark.xdist_group('detection_run')
 def test_predict_prints_boxes_and_draws_them_in_a_gcs_folder(detection_run, tmp_path, gcs):
   """Pictures go through the path library: here into a bucket on the Cloud Storage emulator (tests/services)."""
   flags, _, _ = detection_run

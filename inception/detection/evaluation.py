@@ -1,5 +1,8 @@
 """`inception.detect evaluate`: a split's proposals scored by one or more trained region classifiers, NMS, and mAP per
 single model and for their ensemble, with the proposals' recall and each stage's wall time, as one JSON-ready dict.
+
+In a multi-process job every process runs it: process 0 computes (or finds) the proposals first and the others then
+read them from the cache; each scores its share of the images (scoring.owners) and all end with every score.
 """
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -7,7 +10,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import jax
 import numpy as np
 
-from inception import compile_cache, sharding, trained
+from inception import compile_cache, distributed, sharding, trained
 from inception.detection import coverage
 from inception.detection import mean_ap
 from inception.detection import nms
@@ -29,6 +32,35 @@ def scorers(config, workdirs: Sequence[str], weights: str, class_names: Sequence
   return out
 
 
+def _proposals(config, split: str):
+  """proposals_lib.build, by process 0 first in a multi-process job (the others then read its cache files)."""
+  if jax.process_index() > 0:
+    distributed.barrier(f'detect_proposals_{split}')
+  built = proposals_lib.build(config, split)
+  if jax.process_index() == 0:
+    distributed.barrier(f'detect_proposals_{split}')
+  return built
+
+
+def _score_everywhere(models, records, union):
+  """scoring.score_runs over every process's share, gathered on all: (scores, seconds of the slowest process, the
+  images that did not read, how many images each process read)."""
+  index, count = jax.process_index(), jax.process_count()
+  scores, seconds, unread = scoring.score_runs(models, records, union, index, count)
+  if count == 1:
+    return scores, seconds, unread, [len(union)]
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  packed = scoring.pack(scores, records, union, index, count, len(models[0].columns))
+  packed['seconds'] = np.asarray(seconds, np.float32)
+  distributed.barrier('detect_scored')  # hosts finish minutes apart; the CPU collectives wait only 30 s
+  gathered = jax.tree.map(np.asarray, multihost_utils.process_allgather(packed))
+  scores, unread_ids = scoring.unpack(gathered, records, union)
+  named = {line.split(' ', 1)[0]: line for line in unread}
+  return (scores, [float(s) for s in gathered['seconds'].max(axis=0)],
+          [named.get(i, f'{i} (did not read on another host)') for i in unread_ids],
+          [int(n) for n in (gathered['status'] > 0).sum(axis=1)])
+
+
 def _model_entry(name: str, num_models: int, metrics: Dict, seconds: float) -> Dict:
   return {'name': name, 'num_models': num_models, 'mAP': metrics['mAP'], 'classes': metrics['classes'],
           'metrics': metrics, 'nms_and_map_seconds': seconds}
@@ -48,7 +80,7 @@ def run(config, split: str, workdirs: Sequence[str], weights: str = 'ema', log: 
   scored once; each proposal set then takes its boxes' scores."""
   times = {}
   start = time.perf_counter()
-  data, proposal_run, recall = proposals_lib.build(config, split)
+  data, proposal_run, recall = _proposals(config, split)
   sets = {'selective_search': proposal_run.boxes}
   recalls = {'selective_search': recall}
   for name, boxes in (extra_proposals or {}).items():
@@ -64,12 +96,13 @@ def run(config, split: str, workdirs: Sequence[str], weights: str = 'ema', log: 
   start = time.perf_counter()
   models = scorers(config, workdirs, weights, data.class_names)
   times['load_models'] = time.perf_counter() - start
-  scores, seconds, unread = scoring.score_runs(models, data.records, union)
+  scores, seconds, unread, shares = _score_everywhere(models, data.records, union)
   times['scoring'] = seconds
   regions = sum(len(b) for b in union.values())
+  hosts = f' on {len(shares)} processes ({" + ".join(map(str, shares))} images)' if len(shares) > 1 else ''
   for model, s in zip(models, seconds):
-    log(f'Scored {regions:,} regions of {len(union):,} images with {model.run.workdir} (step {model.run.step}, '
-        f'{model.size} px) in {s:.1f} s ({regions / s:,.0f} regions/s).')
+    log(f'Scored {regions:,} regions of {len(union):,} images{hosts} with {model.run.workdir} (step '
+        f'{model.run.step}, {model.size} px) in {s:.1f} s ({regions / s:,.0f} regions/s).')
   if unread:
     log(f'Images that did not read (no detections): {len(unread)} ({", ".join(unread[:3])}).')
   named = [(f'single: {m.run.workdir}', 1, s) for m, s in zip(models, scores)]
@@ -95,6 +128,7 @@ def run(config, split: str, workdirs: Sequence[str], weights: str = 'ema', log: 
       'proposal_recall': recalls,
       'regions_scored': regions,
       'images_unread': unread,
+      'images_per_process': shares,
       'nms_iou_threshold': det.nms_iou_threshold,
       'seconds': times,
   }

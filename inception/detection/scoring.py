@@ -5,6 +5,10 @@ into fixed-size batches across images (the last one padded, so one compiled step
 devices, and put back per image. Columns follow the detection classes (`class_names`), found by name among the run's
 classes (its classes.json: the region folders' names); the background column is left out. An ensemble is the mean of
 several runs' probabilities (R-CNN's scores, before NMS).
+
+Across hosts, each process reads and scores its own share of the images (`owners`: runs of about equal region counts)
+on its local devices, with no collective per batch; one all-gather at the end (`pack` / `unpack`) gives every process
+every image's scores.
 """
 import time
 from typing import Dict, List, Mapping, Sequence, Tuple
@@ -97,12 +101,24 @@ class RegionScorer:
       self._pending_count -= start
 
 
-def score_runs(scorers: Sequence[RegionScorer], records: Sequence[ImageRecord],
-               boxes: Mapping[str, np.ndarray]) -> Tuple[List[Dict[str, np.ndarray]], List[float], List[str]]:
-  """Each run's scores of every proposal (image id -> [N, C]), the seconds each spent cutting and scoring, and the
-  images that did not read (named once). Each image is read and decoded once for all the runs."""
+def owners(records: Sequence[ImageRecord], boxes: Mapping[str, np.ndarray], process_count: int) -> np.ndarray:
+  """The process that reads and scores each record with proposals (in the records' order): the records cut in order
+  into `process_count` runs of about equal work (an image's regions, plus one for reading it)."""
+  work = np.array([len(boxes[r.image_id]) + 1 for r in records if r.image_id in boxes], np.float64)
+  middles = np.cumsum(work) - work / 2
+  return np.minimum((middles * process_count // max(work.sum(), 1)).astype(np.int64), process_count - 1)
+
+
+def score_runs(scorers: Sequence[RegionScorer], records: Sequence[ImageRecord], boxes: Mapping[str, np.ndarray],
+               process_index: int = 0, process_count: int = 1) -> Tuple[
+                   List[Dict[str, np.ndarray]], List[float], List[str]]:
+  """Each run's scores of this process's proposals (image id -> [N, C]; every image with process_count=1), the seconds
+  each spent cutting and scoring, and the images that did not read (named once). Each image is read and decoded once
+  for all the runs, by the one process `owners` gives it to."""
   seconds, skipped = [0.0] * len(scorers), []
-  for image_id, pixels, image_boxes in image_check.read_images(records, boxes, skipped):
+  used = [r for r in records if r.image_id in boxes]
+  mine = [r for r, owner in zip(used, owners(used, boxes, process_count)) if owner == process_index]
+  for image_id, pixels, image_boxes in image_check.read_images(mine, boxes, skipped):
     for k, scorer in enumerate(scorers):
       start = time.perf_counter()
       scorer.add(image_id, pixels, image_boxes)
@@ -113,6 +129,58 @@ def score_runs(scorers: Sequence[RegionScorer], records: Sequence[ImageRecord],
     results.append(scorer.finish())
     seconds[k] += time.perf_counter() - start
   return results, seconds, skipped
+
+
+def pack(scores: Sequence[Mapping[str, np.ndarray]], records: Sequence[ImageRecord], boxes: Mapping[str, np.ndarray],
+         process_index: int, process_count: int, width: int) -> Dict[str, np.ndarray]:
+  """This process's part of the all-gather, the same shapes on every process: 'scores' float32 [runs, rows, width]
+  (its images' regions in order, NaN past them; float32 holds the networks' probabilities exactly), 'status' int8
+  [images] (1: scored here, 2: did not read here) and 'regions' int64 [images] (the proposal count it scored each
+  image's by, to catch hosts that disagree on the proposals)."""
+  used = [r for r in records if r.image_id in boxes]
+  owner = owners(used, boxes, process_count)
+  counts = np.array([len(boxes[r.image_id]) for r in used], np.int64)
+  rows = max([int(counts[owner == p].sum()) for p in range(process_count)] + [0])
+  out = np.full([len(scores), rows, width], np.nan, np.float32)
+  status = np.zeros([len(used)], np.int8)
+  for k, run_scores in enumerate(scores):
+    start = 0
+    for i, record in enumerate(used):
+      if owner[i] != process_index:
+        continue
+      if record.image_id in run_scores:
+        out[k, start:start + counts[i]] = run_scores[record.image_id]
+        status[i] = 1
+      else:
+        status[i] = 2
+      start += counts[i]
+  return {'scores': out, 'status': status, 'regions': counts}
+
+
+def unpack(gathered: Mapping[str, np.ndarray], records: Sequence[ImageRecord],
+           boxes: Mapping[str, np.ndarray]) -> Tuple[List[Dict[str, np.ndarray]], List[str]]:
+  """Every process's `pack`, stacked on a leading process axis, back into each run's scores of every image that read
+  (float64, as score_runs gives them) and the ids of those that did not; a UserError when the hosts' proposals differ."""
+  used = [r for r in records if r.image_id in boxes]
+  process_count = len(gathered['status'])
+  owner = owners(used, boxes, process_count)
+  disagree = [r.image_id for r, c in zip(used, np.asarray(gathered['regions']).T) if len(set(c.tolist())) > 1]
+  if disagree:
+    raise UserError(f'The hosts hold different proposals for {len(disagree)} images ({", ".join(disagree[:3])}): '
+                    f'give every host the same proposals (--config.proposals.cache_dir on storage all can read, '
+                    f'written once by `python -m inception.detect proposals`).')
+  runs = len(gathered['scores'][0])
+  out, unread, starts = [{} for _ in range(runs)], [], [0] * process_count
+  for i, record in enumerate(used):
+    p, n = owner[i], len(boxes[record.image_id])
+    status = int(gathered['status'][p][i])
+    if status == 1:
+      for k in range(runs):
+        out[k][record.image_id] = np.asarray(gathered['scores'][p][k, starts[p]:starts[p] + n], np.float64)
+    elif status == 2:
+      unread.append(record.image_id)
+    starts[p] += n
+  return out, unread
 
 
 def ensemble(scores: Sequence[Mapping[str, np.ndarray]]) -> Dict[str, np.ndarray]:

@@ -77,3 +77,52 @@ def test_the_run_must_know_every_detection_class_and_the_background():
     scoring.class_columns(['RBC', 'background'], ['RBC', 'Platelets'], 'background', 'w')
   with pytest.raises(UserError, match='without'):
     scoring.class_columns(['RBC'], ['RBC'], 'background', 'w')
+
+
+def _records(tmp_path, names, broken=()):
+  records = []
+  for k, name in enumerate(names):
+    path = tmp_path / f'{name}.png'
+    if name in broken:
+      path.write_bytes(b'no png')
+    else:
+      Image.fromarray(_image(10 + k)).save(path)
+    records.append(ImageRecord(name, str(path), 30, 20, np.zeros([0, 4]), np.zeros([0], np.int32), (),
+                               np.zeros([0], bool)))
+  return records
+
+
+def test_owners_cut_the_images_in_order_into_runs_of_about_equal_work():
+  records = [ImageRecord(str(i), '', 30, 20, np.zeros([0, 4]), np.zeros([0], np.int32), (), np.zeros([0], bool))
+             for i in range(6)]
+  boxes = {str(i): np.zeros([n, 4]) for i, n in enumerate([99, 299, 9, 9, 9, 9])}
+  assert scoring.owners(records, boxes, 1).tolist() == [0] * 6
+  assert scoring.owners(records, boxes, 2).tolist() == [0, 1, 1, 1, 1, 1]  # work 100 | 300 + 4 x 10: middles 50 | 250, 405, ...
+  assert scoring.owners(records, {str(i): np.zeros([9, 4]) for i in range(6)}, 3).tolist() == [0, 0, 1, 1, 2, 2]
+  assert scoring.owners(records[:1], boxes, 4).tolist() == [2]  # one image: the process its middle falls to
+
+
+def test_two_processes_shares_packed_and_gathered_give_what_one_process_scores(tmp_path):
+  """What each of 2 processes scores of its own images, packed as the all-gather sends it and stacked as it returns,
+  unpacks into one process's scores of every image (and the image that did not read, on whichever process)."""
+  names = ['a', 'b', 'broken', 'c', 'd']
+  records = _records(tmp_path, names, broken={'broken'})
+  boxes = {n: np.tile([[0.0, 0.0, 10.0, 10.0]], (1 + 2 * k, 1)) for k, n in enumerate(names)}
+  whole, _, unread = scoring.score_runs([MeanColourScorer(4), MeanColourScorer(8)], records, boxes)
+  packs = []
+  for p in range(2):
+    part, _, _ = scoring.score_runs([MeanColourScorer(4), MeanColourScorer(8)], records, boxes, p, 2)
+    assert 0 < len(part[0]) < 4 and sorted(part[0]) == sorted(part[1])  # a share each, the same for both runs
+    packs.append(scoring.pack(part, records, boxes, p, 2, width=2))
+  assert packs[0]['scores'].shape == packs[1]['scores'].shape == (2, max(1 + 3 + 5, 7 + 9), 2)
+  gathered = {k: np.stack([packs[0][k], packs[1][k]]) for k in packs[0]}
+  scores, unread_ids = scoring.unpack(gathered, records, boxes)
+  assert unread_ids == ['broken'] and unread[0].startswith('broken (')
+  for one, two in zip(whole, scores):
+    assert sorted(one) == sorted(two) == ['a', 'b', 'c', 'd']
+    for i in one:  # the mean red of each crop (column 0) is the same wherever it was scored
+      np.testing.assert_array_equal(one[i][:, 0], two[i][:, 0])
+      assert two[i].dtype == np.float64
+  gathered['regions'][1, 0] += 1  # a host that holds another proposal count for image a
+  with pytest.raises(UserError, match=r'different proposals for 1 images \(a\)'):
+    scoring.unpack(gathered, records, boxes)
