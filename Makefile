@@ -53,11 +53,11 @@ test: install
 	$(PY) -m pytest -q tests -m "not slow" -n 2 --dist loadgroup $(ARGS)
 
 test-slow: install
-	$(PY) -m pytest -q tests -m "slow and not detection_full" -n 2 --dist loadgroup $(ARGS)
+	$(PY) -m pytest -q tests -m slow -n 2 --dist loadgroup $(ARGS)
 
-# The README's :bccd detection commands on all of BCCD (tests/test_detect.py), about 10 min on 2 cores: not yet in CI.
+# The README's :bccd detection commands on all of BCCD alone (tests/test_detect.py; also part of make test-slow).
 test-detection: install
-	$(PY) -m pytest -q tests/test_detect.py -m detection_full $(ARGS)
+	$(PY) -m pytest -q tests/test_detect.py -m slow $(ARGS)
 
 # The real services of tests/services (a one-node SLURM cluster, a Cloud Storage emulator); needs root.
 install-test-services: install

@@ -174,15 +174,16 @@ SHORT = ['--config.regions.foreground_per_image=16', '--config.num_epochs=2', '-
 MAP_THRESHOLD = 0.50
 
 
-@pytest.mark.slow
-@pytest.mark.detection_full  # `make test-detection`: CI has no time for it yet (README, "The two commands")
+@pytest.mark.slow  # also alone: `make test-detection`
 def test_the_readme_bccd_commands(tmp_path):
-  """The README's :bccd commands, in a workdir of the test's and shortened (SHORT): Selective Search on all 364
-  images, the regions, the region classifier through inception.main, evaluate on the test split, and predict with a
+  """The README's :bccd commands, in a workdir of the test's and shortened (SHORT): the proposals of all 364 images
+  (the Selective Search boxes BCCD ships, checked against a recomputation in tests/detection/test_proposal_cache.py),
+  the regions, the region classifier through inception.main, evaluate on the test split, and predict with a
   picture."""
   flags = ['--config=configs/detection.py:bccd', f'--config.workdir={tmp_path / "run"}'] + SHORT
   out = _detect('proposals', *flags)
   assert 'test: box recall 0.8931 at IoU >= 0.5 (844 of 945 boxes' in out  # the README's figure: deterministic
+  assert not list((tmp_path / 'run' / 'proposals').rglob('*.npz'))  # every box read from data/bccd/proposals
   _detect('regions', *flags)
   env = user_env()  # training and scoring run as the user's: optimised programs
   assert _detect(*flags, module='inception.main', env=env).strip().splitlines()[-1].startswith('final eval')

@@ -72,7 +72,8 @@ def run(config, files: Sequence[str], workdirs: Sequence[str], weights: str, out
     from inception.errors import UserError  # pylint: disable=import-outside-toplevel
     raise UserError('predict needs the class names: --config.detection_data.classes (or a config that sets them).')
   params = selective_search.Params.from_config(config.proposals)
-  found = proposal_cache.proposals_for(records, params, proposals_lib.cache_root(config), config.proposals.workers)
+  found = proposal_cache.proposals_for(records, params, proposals_lib.cache_root(config), config.proposals.workers,
+                                       [config.proposals.read_only_cache_dir])
   for problem in found.tally.names('undecodable_image') + found.tally.names('missing_image'):
     problems.setdefault(problem.split(':')[0], problem)
   models = evaluation.scorers(config, workdirs, weights, class_names)

@@ -2,7 +2,8 @@
 
 A cache file lives at `<cache_root>/selective_search-<Params.key()>/<image id>-<image hash>.npz`: a changed setting
 (or OpenCV version) reads another folder and a changed image file another name, so no stale boxes are served. Files go
-through etils.epath, so the root may be local or gs://. A cache file that does not read, or holds another image's or
+through etils.epath, so the root may be local or gs://. Read-only roots may hold boxes computed before (the embedded
+BCCD ships its own, as R-CNN shipped VOC's): a file found there is read, not copied. A cache file that does not read, or holds another image's or
 setting's boxes, is named, counted and recomputed; an image that is missing or does not decode, or on which Selective
 Search fails, is named, counted and left without proposals. The pool uses 'spawn' (no fork of a parent that may hold
 JAX's or TensorFlow's threads), one OpenCV thread per worker.
@@ -123,11 +124,13 @@ def default_workers() -> int:
 
 
 def proposals_for(records: Sequence[ImageRecord], params: selective_search.Params, cache_root,
-                  workers: int = 0) -> ProposalRun:
-  """Every record's proposals: read from the cache, else computed (`workers` processes; 0: every core) and cached.
-  Logs one summary line (a warning when an image was left out or a cache file recomputed)."""
+                  workers: int = 0, read_only_roots: Sequence[str] = ()) -> ProposalRun:
+  """Every record's proposals: read from the cache (or one of `read_only_roots`), else computed (`workers`
+  processes; 0: every core) and cached. Logs one summary line (a warning when an image was left out or a cache file
+  recomputed)."""
   start = time.perf_counter()
   folder = cache_folder(cache_root, params)
+  shipped = [cache_folder(root, params) for root in read_only_roots if root]
   folder.mkdir(parents=True, exist_ok=True)
   (folder / 'params.json').write_text(json.dumps(params.as_dict(), indent=2))
   key = params.key()
@@ -141,13 +144,15 @@ def proposals_for(records: Sequence[ImageRecord], params: selective_search.Param
       tally.add(e.reason, str(e))
       continue
     file = folder / _file_name(record.image_id, digest)
-    if file.exists():
-      try:
-        boxes[record.image_id] = read_boxes(file, key, digest)
-        continue
-      except CorruptCache as e:
-        tally.add('corrupt_cache', str(e))
-    todo.append((record, file, digest))
+    for found in [file] + [f / file.name for f in shipped]:
+      if found.exists():
+        try:
+          boxes[record.image_id] = read_boxes(found, key, digest)
+          break
+        except CorruptCache as e:
+          tally.add('corrupt_cache', str(e))
+    else:
+      todo.append((record, file, digest))
   cached = len(boxes)
 
   workers = max(1, min(workers or default_workers(), len(todo) or 1))

@@ -30,7 +30,8 @@ def build(config: ml_collections.ConfigDict, split: str) -> Tuple[voc.VocSplit, 
   """The split's records, their Selective Search proposals and the proposals' box recall (coverage.recall)."""
   params = selective_search.Params.from_config(config.proposals)
   data = datasets.load_split(config.detection_data, split)
-  run = proposal_cache.proposals_for(data.records, params, cache_root(config), config.proposals.workers)
+  run = proposal_cache.proposals_for(data.records, params, cache_root(config), config.proposals.workers,
+                                     [config.proposals.read_only_cache_dir])
   result = coverage.recall(data.records, run.boxes, data.class_names, config.proposals.recall_iou)
   result.update(split=split, params=params.as_dict(), computed=run.computed, cached=run.cached,
                 workers=run.workers, seconds=run.seconds, left_out=run.tally.counts())

@@ -107,3 +107,41 @@ def test_bad_images_are_named_counted_and_left_without_proposals(tmp_path):
   assert run.tally.count('undecodable_image') == 1 and 'broken.jpg' in run.tally.names('undecodable_image')[0]
   assert run.tally.count('missing_image') == 1 and 'missing.jpg' in run.tally.names('missing_image')[0]
   assert 'images that do not decode: 1' in run.summary() and 'missing images: 1' in run.summary()
+
+
+BCCD = pathlib.Path(__file__).resolve().parents[2] / 'data' / 'bccd'
+
+
+def test_the_shipped_bccd_boxes_are_what_selective_search_computes_now():
+  """data/bccd/proposals holds the :bccd setting's boxes of all 364 images (the README's commands read them and compute
+  none): two recomputed here are the same boxes, so a change to Selective Search cannot leave them stale unseen."""
+  params = _params()
+  config = config_checks.load_config('configs/detection.py:bccd')
+  shipped = proposal_cache.cache_folder(BCCD.parent.parent / config.proposals.read_only_cache_dir, params)
+  assert shipped.is_dir(), (
+      f'No shipped boxes for the :bccd setting ({params.as_dict()}) in {shipped.parent}: after changing the setting or '
+      f'OpenCV, run `python -m inception.detect proposals --config=configs/detection.py:bccd '
+      f'--config.proposals.cache_dir=data/bccd/proposals` and replace the old folder with the new one.')
+  files = sorted(shipped.glob('*.npz'))
+  assert len(files) == len(list((BCCD / 'JPEGImages').glob('*.jpg'))) == 364
+  for image_id in ('BloodImage_00007', 'BloodImage_00300'):
+    path = BCCD / 'JPEGImages' / f'{image_id}.jpg'
+    digest = proposal_cache.image_digest(path)
+    boxes, problem, _ = proposal_cache._compute(str(path), params)  # pylint: disable=protected-access
+    assert problem is None
+    stored = proposal_cache.read_boxes(shipped / proposal_cache._file_name(image_id, digest), params.key(), digest)  # pylint: disable=protected-access
+    # The same boxes; their order follows OpenCV's pseudo-random ranking, which differs from call to call.
+    np.testing.assert_array_equal(np.unique(stored, axis=0), np.unique(boxes, axis=0))
+
+
+def test_a_read_only_root_is_read_and_never_written(tmp_path):
+  records = _records(tmp_path, 2)
+  params = _params()
+  shipped = proposal_cache.proposals_for(records[:1], params, tmp_path / 'shipped', workers=1)
+  before = sorted(p.name for p in (tmp_path / 'shipped').rglob('*'))
+  run = proposal_cache.proposals_for(records, params, tmp_path / 'cache', workers=1,
+                                     read_only_roots=['', str(tmp_path / 'shipped')])
+  assert (run.cached, run.computed) == (1, 1)
+  _same({'img0': run.boxes['img0']}, shipped.boxes)
+  assert sorted(p.name for p in (tmp_path / 'shipped').rglob('*')) == before
+  assert [p.name.split('-')[0] for p in proposal_cache.cache_folder(tmp_path / 'cache', params).glob('*.npz')] == ['img1']
