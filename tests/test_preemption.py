@@ -256,15 +256,16 @@ def test_two_processes_stop_at_an_agreed_step_with_75(moment, finished_run, tmp_
 @pytest.mark.slow
 def test_published_size_step_under_load_stops_at_an_agreed_step_three_times(tmp_path):
   """`configs/googlenet.py:mini` (the published-size step, about 2 s on 2 busy cores) in 2 processes beside a busy
-  loop, SIGTERM to both three times in one workdir: 6 s after the step-25 log line (the moment a run once trained on
-  to its end), while the resumed run compiles, and 6 s after the step-50 log line of the run resumed again. Each
-  stops at an agreed step, saves it where it trained, exits 75, and is gone within STOP_TO_EXIT_S of its stop."""
+  loop, logging every 5 steps, SIGTERM to both three times in one workdir: 6 s after the step-5 log line (mid-step,
+  the moment a run once trained on to its end), while the resumed run compiles, and 6 s after the step-20 log line of
+  the run resumed again. Each stops at an agreed step, saves it where it trained, exits 75, and is gone within
+  STOP_TO_EXIT_S of its stop."""
   workdir = str(tmp_path / 'mini')
-  main_args = ['--config=configs/googlenet.py:mini', f'--config.workdir={workdir}']
+  main_args = ['--config=configs/googlenet.py:mini', f'--config.workdir={workdir}', '--config.log_every_steps=5']
   busy = subprocess.Popen([sys.executable, '-c', 'while True: pass'])
   try:
     stops = []
-    for when, delay in ((r'step 25/', 6), (r'Compiling jit\(train_step\)', 0), (r'step 50/', 6)):
+    for when, delay in ((r'step 5/', 6), (r'Compiling jit\(train_step\)', 0), (r'step 20/', 6)):
       before = checkpoint_steps(workdir) if os.path.isdir(os.path.join(workdir, 'checkpoints')) else []
       code, step, saved, gone, out = preemption_exit([f'--when={when}', f'--delay={delay}'], main_args,
                                                      extra_env=user_env())  # the recipe's step as users run it
@@ -277,4 +278,4 @@ def test_published_size_step_under_load_stops_at_an_agreed_step_three_times(tmp_
     busy.kill()
     busy.wait()
   first, second, third = stops
-  assert 25 < first <= 25 + 8 and second in (first, first + 1) and 50 < third <= 50 + 8, stops
+  assert 5 < first <= 5 + 8 and second in (first, first + 1) and 20 < third <= 20 + 8, stops
