@@ -120,6 +120,8 @@ def voc() -> ml_collections.ConfigDict:
   # are).
   c.data.source = 'folder'
   c.data.root = '{workdir}/regions'
+  # R-CNN's batches: 96 of every 128 background (the folder holds that share too: regions.foreground_share).
+  c.data.class_share = ('background', 0.75)
   c.pp.image_size = 224
   c.pp.train = dict(name='inception_crop', area_range=(1.0, 1.0), aspect_range=(1.0, 1.0), crop_sampler='uniform_area',
                     max_attempts=1, flip=True, interpolations=('bilinear',), brightness=0.0, contrast=(), saturation=(),

@@ -72,6 +72,8 @@ def imagenet() -> ml_collections.ConfigDict:
       train_split='train',
       eval_split='validation',
       shuffle_buffer=10_000,
+      class_share=(),           # (class name, share): every training batch holds round(share x batch_size) examples
+                                # of that class, the rest from the others (image folders); () = the plain order
       max_bad_fraction=0.01,    # undecodable training images are skipped and counted; more than this fraction stops
       rows_per_task=32,         # training images one tf.data task decodes in order (a bad one is masked per task,
                                 # not per image: docs/performance.md); tasks_per_core of them run at once per host core

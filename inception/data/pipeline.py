@@ -92,10 +92,30 @@ def check_moves_boxes(pp: ml_collections.ConfigDict, stage: str) -> None:
                       f'needs: use one of {", ".join(moving)}.')
 
 
-def _first_local_index(q, *, b: int, big_b: int, p: int):
-  """The first local index of process `p` whose global position is >= q (positions increase with the index)."""
-  k, r = q // big_b, q % big_b
-  return tf.where(r <= p * b, k * b, tf.where(r < (p + 1) * b, k * b + r - p * b, (k + 1) * b))
+def _first_local_index(q, *, count: int, per_batch: int, lo: int):
+  """The first local index whose stream position is >= q, for a process taking positions [lo, lo + count) of every
+  `per_batch` (positions increase with the index)."""
+  k, r = q // per_batch, q % per_batch
+  return tf.where(r <= lo, k * count, tf.where(r < lo + count, k * count + r - lo, (k + 1) * count))
+
+
+def slice_order(num_examples: int, seed: int, *, per_batch: int, lo: int, count: int,
+                start_index: int = 0) -> tf.data.Dataset:
+  """(index, position, example_id) int64 triples: this process's slice [lo, lo + count) of every `per_batch`
+  positions of an endless stream (epochs of `num_examples` permutations seeded by (seed, epoch), concatenated).
+  `index` counts this process's own elements from 0; starting at `start_index` costs O(1): only the first epoch's
+  permutation is computed, nothing before it is generated."""
+  n, start = int(num_examples), int(start_index)
+  first_epoch = (start // count * per_batch + lo + start % count) // n
+
+  def epoch(e):
+    order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([int(seed), e]))
+    first = tf.maximum(_first_local_index(e * n, count=count, per_batch=per_batch, lo=lo), start)
+    last = _first_local_index((e + 1) * n, count=count, per_batch=per_batch, lo=lo)
+    return tf.data.Dataset.range(first, last).map(lambda i: (i, i // count * per_batch + lo + i % count)).map(
+        lambda i, position: (i, position, tf.gather(order, position - e * n)))
+
+  return tf.data.Dataset.range(first_epoch, 2**62 // n).flat_map(epoch)
 
 
 def global_order(num_examples: int, seed: int, *, global_batch: int, process_index: int, process_count: int,
@@ -104,23 +124,11 @@ def global_order(num_examples: int, seed: int, *, global_batch: int, process_ind
 
   `position` counts over the global stream (epochs of `num_examples` seeded permutations, concatenated); this process
   takes rows [p*b, (p+1)*b) of every global batch of `global_batch` = process_count * b. `index` counts this process's
-  own elements (0, 1, 2, ...). Starting at `start_index` costs O(1): the first epoch is found arithmetically and only
-  its permutation is computed; nothing before it is generated.
+  own elements (0, 1, 2, ...). Starting at `start_index` costs O(1) (slice_order).
   """
   b = local_batch_size(global_batch, process_count)
-  n, big_b, p = int(num_examples), int(global_batch), int(process_index)
-  start = int(start_index)
-  first_epoch = (start // b * big_b + p * b + start % b) // n
-
-  def epoch(e):
-    order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([int(seed), e]))
-    lo = tf.maximum(_first_local_index(e * n, b=b, big_b=big_b, p=p), start)
-    hi = _first_local_index((e + 1) * n, b=b, big_b=big_b, p=p)
-    indices = tf.data.Dataset.range(lo, hi)
-    return indices.map(lambda i: (i, i // b * big_b + p * b + i % b)).map(
-        lambda i, position: (i, position, tf.gather(order, position - e * n)))
-
-  return tf.data.Dataset.range(first_epoch, 2**62 // n).flat_map(epoch)
+  return slice_order(num_examples, seed, per_batch=int(global_batch), lo=int(process_index) * b, count=b,
+                     start_index=start_index)
 
 
 def stream_order(source, seed: int, *, process_index: int, process_count: int, start_index: int = 0,
@@ -192,7 +200,19 @@ def train_batches(config: ml_collections.ConfigDict, *, process_index: int, proc
                      f'{process_count} processes.')
   preprocess = _preprocess_fn(config, 'train', source.load)
   start_index = int(start_step) * batch
-  if source.random_access:  # the global order (module docstring)
+  share = tuple(config.data.get('class_share') or ())
+  if share:  # every global batch holds a class's share (data/class_share.py)
+    from inception.data import class_share  # pylint: disable=import-outside-toplevel  (it builds on this module)
+    if not hasattr(source, 'files'):
+      raise ConfigError(f'--config.data.class_share={share} needs the labels of every training example up front: an '
+                        f'image folder (data.source=\'folder\'); set it to () for this source.')
+    label, chosen = class_share.check(share, source.class_names, config.batch_size)
+    lookup = source.lookup('train')
+    ds = class_share.class_share_order([y for _, y in source.files('train')], label, chosen, config.seed,
+                                       global_batch=config.batch_size, process_index=process_index,
+                                       process_count=process_count, start_index=start_index)
+    fn = lambda index, position, example: preprocess(index, lookup(example), position)
+  elif source.random_access:  # the global order (module docstring)
     lookup = source.lookup('train')
     ds = global_order(source.num_examples('train'), config.seed, global_batch=config.batch_size,
                       process_index=process_index, process_count=process_count, start_index=start_index)
