@@ -7,7 +7,7 @@ mAP (`evaluation`). The paper leaves the detection settings unsaid; the defaults
 Selective Search's "fast" mode (HSV and Lab, sigma 0.8, boxes under 20 px dropped) with k in {100, 200} for the
 paper's doubled superpixels instead of R-CNN's {50, 100}; regions warped with 16 px of context at 227 px (the same
 share at other input sizes); fine-tuning positives at IoU >= 0.5 with their class, everything else background, a
-quarter of the regions foreground; greedy per-class NMS at IoU 0.3; no box regression (the paper: "due to lack of
+quarter of every batch foreground (R-CNN's 32 + 96); greedy per-class NMS at IoU 0.3; no box regression (the paper: "due to lack of
 time"); mAP as PASCAL VOC's all-point AP at IoU 0.5 (the paper's own ILSVRC figures use ILSVRC's size-dependent
 threshold: --config.evaluation.matching=ilsvrc).
 
@@ -29,7 +29,8 @@ COCO: `tfds build coco/2017` and --config.detection_data.tfds_name=coco/2017 --c
 (COCO's test split is unlabelled); its crowd boxes count as difficult (neither required nor penalised by mAP).
 
 `:bccd`: the embedded BCCD blood-cell data (data/bccd: 364 images, 3 classes, VOC splits train 205 / val 87 /
-test 72), the BN GoogLeNet at 64 px; every stage runs in minutes on 2 cores:
+test 72), the BN GoogLeNet at 64 px; every stage runs in minutes on 2 cores, and `proposals` reads the Selective
+Search boxes BCCD ships (data/bccd/proposals) instead of computing them:
 
   python -m inception.detect proposals --config=configs/detection.py:bccd
   python -m inception.detect regions --config=configs/detection.py:bccd
@@ -38,9 +39,11 @@ test 72), the BN GoogLeNet at 64 px; every stage runs in minutes on 2 cores:
   python -m inception.detect predict --config=configs/detection.py:bccd --out=runs/bccd_det/pictures \
       data/bccd/JPEGImages/BloodImage_00031.jpg
 
-An ensemble averages the region scores of several runs (e.g. `regions` and `main` again with --config.seed=1, another
---config.workdir and --config.proposals.cache_dir=runs/bccd_det/proposals) before NMS:
+An ensemble averages the region scores of several runs (e.g. `regions` and `main` again with --config.seed=1 and
+another --config.workdir; elsewhere than :bccd add --config.proposals.cache_dir=<the first run>/proposals to share
+the proposals) before NMS:
   python -m inception.detect evaluate --config=... --workdirs=runs/bccd_det,runs/bccd_det_1
+On every process of a multi-process job, `evaluate --distributed` scores each process's share of the images.
 Fine-tuning from a classification run instead of from scratch: --config.init_from=runs/googlenet_mini (`make train`;
 on BCCD it measured no better than from scratch: README, "Detection").
 With MultiBox's proposals (the paper's Selective Search + MultiBox row): train configs/multibox.py:bccd, then add
