@@ -17,8 +17,9 @@ from etils import epath
 from inception.errors import WorkdirError
 
 # Keys that decide what the checkpointed state and the training order mean: a resume must not change them.
-REFUSED_CHANGES = ('seed', 'batch_size', 'model.name', 'model.aux_heads', 'pp.image_size', 'data.source',
-                   'data.root', 'data.exclude_classes', 'data.tfds_name', 'data.train_split', 'data.val_fraction')
+REFUSED_CHANGES = ('seed', 'batch_size', 'task', 'model.name', 'model.backbone', 'model.aux_heads', 'pp.image_size',
+                   'data.source', 'data.root', 'data.exclude_classes', 'data.tfds_name', 'data.train_split',
+                   'data.val_fraction', 'data.class_share')
 
 
 def check_writable(path: epath.Path) -> None:

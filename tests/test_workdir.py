@@ -24,6 +24,7 @@ def snapshot(workdir: pathlib.Path) -> dict:
     ({'batch_size': 4}, 'batch_size: 8 -> 4'),
     ({'seed': 1}, 'seed: 0 -> 1'),
     ({'data.val_fraction': 0.3}, 'data.val_fraction: 0.25 -> 0.3'),
+    ({'data.class_share': ('Motorbikes', 0.25)}, r"data.class_share: \[\] -> \['Motorbikes', 0.25\]"),
 ])
 def test_changes_that_make_another_run_are_refused_and_nothing_is_written(finished_run, tmp_path, override, refused):
   source, config, _ = finished_run

@@ -52,6 +52,9 @@ class RegionScorer:
     self._step = jax.jit(steps.make_predict_step(run.graphdef, run.config),
                          in_shardings=(sharding.replicated(self.mesh),) * 2 + (sharding.data_sharded(self.mesh),),
                          compiler_options=compiler_options.for_backend(run.config, inference=True))
+    self._start_queue()
+
+  def _start_queue(self):
     self._out: Dict[str, List[np.ndarray]] = {}  # image id -> its scored parts, in order
     self._pending: List[Tuple[str, np.ndarray]] = []  # (image id, crops) not yet scored, in order
     self._pending_count = 0

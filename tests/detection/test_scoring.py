@@ -16,7 +16,7 @@ class MeanColourScorer(scoring.RegionScorer):
   def __init__(self, batch_size: int):  # pylint: disable=super-init-not-called
     self.size, self.padding, self.fill, self.columns = 8, 0.0, 'edge', [0, 1]
     self.batch_size, self.batches = batch_size, []
-    self._out, self._pending, self._pending_count = {}, [], 0
+    self._start_queue()
 
   def _predict(self, crops):
     assert len(crops) <= self.batch_size
