@@ -9,7 +9,8 @@ Training order, and what a resume costs:
   its slice k, and process p reads rows p*b .. (p+1)*b-1 of it (B = P*b). An example's augmentation is seeded by its
   global stream position. So the batches, their augmentation and the trained model depend on the global batch size,
   not on how many processes or devices share the work: a checkpoint resumes exactly on another number of hosts, and
-  a resume at any step starts at once (O(1): nothing before it is generated or read).
+  a resume at any step starts at once (O(1): nothing before it is generated or read). With `data.class_share`, two
+  such orders, one over a chosen class and one over the rest, fill a fixed share of every batch each (class_share.py).
 - Sources read in order (TFDS TFRecord files): each process reads its own shard, epoch by epoch, through a shuffle
   buffer seeded by (seed, epoch). Deterministic for a given number of processes; a resume re-reads (not decodes) at
   most the current epoch of its shard, and needs the same number of processes.
