@@ -55,7 +55,8 @@ def class_share_order(labels: Sequence[int], label: int, chosen: int, seed: int,
       (1, np.flatnonzero(labels == label), chosen, np.count_nonzero(every[:p * b]), np.count_nonzero(rows)),
       (2, np.flatnonzero(labels != label), big_b - chosen, np.count_nonzero(~every[:p * b]), np.count_nonzero(~rows))):
     if not len(ids):
-      raise ValueError(f'class_share: no training example {"has" if stream == 1 else "lacks"} label {label}.')
+      raise ConfigError(f'--config.data.class_share: no training example {"is" if stream == 1 else "is not"} of the '
+                        f'chosen class (label {label}), so its share of a batch cannot be filled; set it to ().')
     if not count:  # this process's rows take none of this stream
       parts.append(tf.data.Dataset.from_tensors(tf.zeros([0], tf.int64)).repeat())
       continue

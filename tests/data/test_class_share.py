@@ -66,3 +66,8 @@ def test_train_batches_of_an_image_folder_carry_the_share(small_images, tmp_path
   in_order = types.SimpleNamespace(random_access=False, num_examples=lambda split: 100, load=lambda record: record)
   with pytest.raises(ConfigError, match='needs the labels of every training example up front'):
     pipeline.train_batches(config, process_index=0, process_count=1, source=in_order)  # a TFDS TFRecord source
+
+
+def test_a_class_without_examples_is_a_config_error():
+  with pytest.raises(ConfigError, match=r'no training example is of the chosen class \(label 5\)'):
+    class_share.class_share_order(LABELS, 5, 6, seed=0, global_batch=8, process_index=0, process_count=1)
