@@ -254,6 +254,9 @@ def test_two_processes_stop_at_an_agreed_step_with_75(moment, finished_run, tmp_
 
 
 @pytest.mark.slow
+# Its busy loop takes a core for ~9 min; the README's :bccd test, partly beside it, once ran its 4-min training
+# command past 10 min.
+@pytest.mark.xdist_group('busy_machine')
 def test_published_size_step_under_load_stops_at_an_agreed_step_three_times(tmp_path):
   """`configs/googlenet.py:mini` (the published-size step, about 2 s on 2 busy cores) in 2 processes beside a busy
   loop, logging every 5 steps, SIGTERM to both three times in one workdir: 6 s after the step-5 log line (mid-step,
