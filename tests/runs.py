@@ -23,8 +23,10 @@ TINY = {
 
 def user_env() -> dict:
   """This process's environment for a command that trains for real as a user runs it: without the tests' quick-compile
-  optimisation level (tests/conftest.py), so its programs run at full speed."""
-  flags = [f for f in os.environ.get('XLA_FLAGS', '').split() if not f.startswith('--xla_backend_optimization_level')]
+  optimisation level and their 4 host devices (tests/conftest.py): its programs run at full speed on JAX's one CPU
+  device, as a user's command does."""
+  flags = [f for f in os.environ.get('XLA_FLAGS', '').split()
+           if not f.startswith(('--xla_backend_optimization_level', '--xla_force_host_platform_device_count'))]
   return {**os.environ, 'XLA_FLAGS': ' '.join(flags)}
 
 
