@@ -7,9 +7,9 @@ mAP (`evaluation`). The paper leaves the detection settings unsaid; the defaults
 Selective Search's "fast" mode (HSV and Lab, sigma 0.8, boxes under 20 px dropped) with k in {100, 200} for the
 paper's doubled superpixels instead of R-CNN's {50, 100}; regions warped with 16 px of context at 227 px (the same
 share at other input sizes); fine-tuning positives at IoU >= 0.5 with their class, everything else background, a
-quarter of every batch foreground (R-CNN's 32 + 96); greedy per-class NMS at IoU 0.3; no box regression (the paper: "due to lack of
-time"); mAP as PASCAL VOC's all-point AP at IoU 0.5 (the paper's own ILSVRC figures use ILSVRC's size-dependent
-threshold: --config.evaluation.matching=ilsvrc).
+quarter of every batch foreground (R-CNN's 32 + 96); greedy per-class NMS at IoU 0.3; no box regression (the paper:
+"due to lack of time"); mAP as PASCAL VOC's all-point AP at IoU 0.5 (the paper's own ILSVRC figures use ILSVRC's
+size-dependent threshold: --config.evaluation.matching=ilsvrc).
 
 No argument: a PASCAL VOC-layout folder of your own (Annotations/, JPEGImages/, ImageSets/Main/), e.g. VOC 2007:
 

@@ -11,8 +11,9 @@
 the classifier's training regions as an image folder in the workdir; `evaluate` scores every test proposal with the
 trained classifier (or each of --workdirs and their ensemble), applies NMS and writes mAP and per-class AP as JSON and
 a Markdown table in the workdir (detection_<split>.json, .md), with --distributed on every process of a multi-process
-job (each scores its share of the images; process 0 prints and writes); `predict` prints each image's boxes with class names and
-scores and, with --out, draws them into a PNG per image. Exit codes and one-line errors: inception/command.py.
+job (each scores its share of the images; process 0 prints and writes); `predict` prints each image's boxes with
+class names and scores and, with --out, draws them into a PNG per image. Exit codes and one-line errors:
+inception/command.py.
 """
 import json
 import os

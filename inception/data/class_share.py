@@ -24,7 +24,8 @@ def check(class_share, class_names: Sequence[str], global_batch: int) -> Tuple[i
                       f'e.g. ("background", 0.75), or () for the plain order.')
   name, share = str(class_share[0]), float(class_share[1])
   if name not in class_names:
-    raise ConfigError(f'--config.data.class_share names {name!r}, which is not a training class ({", ".join(class_names[:10])}).')
+    raise ConfigError(f'--config.data.class_share names {name!r}, which is not a training class '
+                      f'({", ".join(class_names[:10])}).')
   chosen = int(round(share * global_batch))
   if not 0 < chosen < global_batch:
     raise ConfigError(f'--config.data.class_share={name!r}, {share}: {chosen} of a batch of {global_batch} leaves '

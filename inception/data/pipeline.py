@@ -202,21 +202,20 @@ def train_batches(config: ml_collections.ConfigDict, *, process_index: int, proc
   preprocess = _preprocess_fn(config, 'train', source.load)
   start_index = int(start_step) * batch
   share = tuple(config.data.get('class_share') or ())
-  if share:  # every global batch holds a class's share (data/class_share.py)
-    from inception.data import class_share  # pylint: disable=import-outside-toplevel  (it builds on this module)
-    if not hasattr(source, 'files'):
-      raise ConfigError(f'--config.data.class_share={share} needs the labels of every training example up front: an '
-                        f'image folder (data.source=\'folder\'); set it to () for this source.')
-    label, chosen = class_share.check(share, source.class_names, config.batch_size)
+  if share and not hasattr(source, 'files'):
+    raise ConfigError(f'--config.data.class_share={share} needs the labels of every training example up front: an '
+                      f'image folder (data.source=\'folder\'); set it to () for this source.')
+  if source.random_access:  # the global order (module docstring), or with a class's share of every batch
+    if share:
+      from inception.data import class_share  # pylint: disable=import-outside-toplevel  (it builds on this module)
+      label, chosen = class_share.check(share, source.class_names, config.batch_size)
+      ds = class_share.class_share_order([y for _, y in source.files('train')], label, chosen, config.seed,
+                                         global_batch=config.batch_size, process_index=process_index,
+                                         process_count=process_count, start_index=start_index)
+    else:
+      ds = global_order(source.num_examples('train'), config.seed, global_batch=config.batch_size,
+                        process_index=process_index, process_count=process_count, start_index=start_index)
     lookup = source.lookup('train')
-    ds = class_share.class_share_order([y for _, y in source.files('train')], label, chosen, config.seed,
-                                       global_batch=config.batch_size, process_index=process_index,
-                                       process_count=process_count, start_index=start_index)
-    fn = lambda index, position, example: preprocess(index, lookup(example), position)
-  elif source.random_access:  # the global order (module docstring)
-    lookup = source.lookup('train')
-    ds = global_order(source.num_examples('train'), config.seed, global_batch=config.batch_size,
-                      process_index=process_index, process_count=process_count, start_index=start_index)
     fn = lambda index, position, example: preprocess(index, lookup(example), position)
   else:  # a per-process shard, epoch by epoch
     ds = stream_order(source, config.seed, process_index=process_index, process_count=process_count,

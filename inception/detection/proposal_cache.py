@@ -3,10 +3,10 @@
 A cache file lives at `<cache_root>/selective_search-<Params.key()>/<image id>-<image hash>.npz`: a changed setting
 (or OpenCV version) reads another folder and a changed image file another name, so no stale boxes are served. Files go
 through etils.epath, so the root may be local or gs://. Read-only roots may hold boxes computed before (the embedded
-BCCD ships its own, as R-CNN shipped VOC's): a file found there is read, not copied. A cache file that does not read, or holds another image's or
-setting's boxes, is named, counted and recomputed; an image that is missing or does not decode, or on which Selective
-Search fails, is named, counted and left without proposals. The pool uses 'spawn' (no fork of a parent that may hold
-JAX's or TensorFlow's threads), one OpenCV thread per worker.
+BCCD ships its own, as R-CNN shipped VOC's): a file found there is read, not copied. A cache file that does not read,
+or holds another image's or setting's boxes, is named, counted and recomputed; an image that is missing or does not
+decode, or on which Selective Search fails, is named, counted and left without proposals. The pool uses 'spawn' (no
+fork of a parent that may hold JAX's or TensorFlow's threads), one OpenCV thread per worker.
 """
 import concurrent.futures
 import dataclasses

@@ -104,10 +104,14 @@ class RegionScorer:
       self._pending_count -= start
 
 
+def _with_proposals(records: Sequence[ImageRecord], boxes: Mapping[str, np.ndarray]) -> List[ImageRecord]:
+  return [r for r in records if r.image_id in boxes]
+
+
 def owners(records: Sequence[ImageRecord], boxes: Mapping[str, np.ndarray], process_count: int) -> np.ndarray:
   """The process that reads and scores each record with proposals (in the records' order): the records cut in order
   into `process_count` runs of about equal work (an image's regions, plus one for reading it)."""
-  work = np.array([len(boxes[r.image_id]) + 1 for r in records if r.image_id in boxes], np.float64)
+  work = np.array([len(boxes[r.image_id]) + 1 for r in _with_proposals(records, boxes)], np.float64)
   middles = np.cumsum(work) - work / 2
   return np.minimum((middles * process_count // max(work.sum(), 1)).astype(np.int64), process_count - 1)
 
@@ -119,7 +123,7 @@ def score_runs(scorers: Sequence[RegionScorer], records: Sequence[ImageRecord], 
   each spent cutting and scoring, and the images that did not read (named once). Each image is read and decoded once
   for all the runs, by the one process `owners` gives it to."""
   seconds, skipped = [0.0] * len(scorers), []
-  used = [r for r in records if r.image_id in boxes]
+  used = _with_proposals(records, boxes)
   mine = [r for r, owner in zip(used, owners(used, boxes, process_count)) if owner == process_index]
   for image_id, pixels, image_boxes in image_check.read_images(mine, boxes, skipped):
     for k, scorer in enumerate(scorers):
@@ -140,31 +144,31 @@ def pack(scores: Sequence[Mapping[str, np.ndarray]], records: Sequence[ImageReco
   (its images' regions in order, NaN past them; float32 holds the networks' probabilities exactly), 'status' int8
   [images] (1: scored here, 2: did not read here) and 'regions' int64 [images] (the proposal count it scored each
   image's by, to catch hosts that disagree on the proposals)."""
-  used = [r for r in records if r.image_id in boxes]
+  used = _with_proposals(records, boxes)
   owner = owners(used, boxes, process_count)
   counts = np.array([len(boxes[r.image_id]) for r in used], np.int64)
   rows = max([int(counts[owner == p].sum()) for p in range(process_count)] + [0])
   out = np.full([len(scores), rows, width], np.nan, np.float32)
   status = np.zeros([len(used)], np.int8)
-  for k, run_scores in enumerate(scores):
-    start = 0
-    for i, record in enumerate(used):
-      if owner[i] != process_index:
-        continue
-      if record.image_id in run_scores:
-        out[k, start:start + counts[i]] = run_scores[record.image_id]
-        status[i] = 1
-      else:
-        status[i] = 2
-      start += counts[i]
+  start = 0
+  for i, record in enumerate(used):
+    if owner[i] != process_index:
+      continue
+    if record.image_id in scores[0]:  # every run scored the same images
+      out[:, start:start + counts[i]] = np.stack([s[record.image_id] for s in scores])
+      status[i] = 1
+    else:
+      status[i] = 2
+    start += counts[i]
   return {'scores': out, 'status': status, 'regions': counts}
 
 
 def unpack(gathered: Mapping[str, np.ndarray], records: Sequence[ImageRecord],
            boxes: Mapping[str, np.ndarray]) -> Tuple[List[Dict[str, np.ndarray]], List[str]]:
   """Every process's `pack`, stacked on a leading process axis, back into each run's scores of every image that read
-  (float64, as score_runs gives them) and the ids of those that did not; a UserError when the hosts' proposals differ."""
-  used = [r for r in records if r.image_id in boxes]
+  (float64, as score_runs gives them) and the ids of those that did not; a UserError when the hosts' proposals
+  differ."""
+  used = _with_proposals(records, boxes)
   process_count = len(gathered['status'])
   owner = owners(used, boxes, process_count)
   disagree = [r.image_id for r, c in zip(used, np.asarray(gathered['regions']).T) if len(set(c.tolist())) > 1]

@@ -27,7 +27,8 @@ def test_every_global_batch_holds_the_share_and_each_stream_passes_over_its_exam
   for stream, ids in ((batches[labels == 1], np.flatnonzero(np.asarray(LABELS) == 1)),
                       (batches[labels != 1], np.flatnonzero(np.asarray(LABELS) != 1))):
     passes = stream[:len(stream) // len(ids) * len(ids)].reshape(-1, len(ids))
-    assert len(passes) >= 10 and all(sorted(q) == ids.tolist() for q in passes.tolist())  # each pass: every example once
+    # Each pass holds every example once.
+    assert len(passes) >= 10 and all(sorted(q) == ids.tolist() for q in passes.tolist())
     assert len({tuple(q) for q in passes.tolist()}) > 1  # in another order each pass
 
 def test_two_processes_take_their_rows_of_the_same_batches_and_resume_exactly():

@@ -129,7 +129,8 @@ def test_the_shipped_bccd_boxes_are_what_selective_search_computes_now():
     digest = proposal_cache.image_digest(path)
     boxes, problem, _ = proposal_cache._compute(str(path), params)  # pylint: disable=protected-access
     assert problem is None
-    stored = proposal_cache.read_boxes(shipped / proposal_cache._file_name(image_id, digest), params.key(), digest)  # pylint: disable=protected-access
+    name = proposal_cache._file_name(image_id, digest)  # pylint: disable=protected-access
+    stored = proposal_cache.read_boxes(shipped / name, params.key(), digest)
     # The same boxes; their order follows OpenCV's pseudo-random ranking, which differs from call to call.
     np.testing.assert_array_equal(np.unique(stored, axis=0), np.unique(boxes, axis=0))
 
@@ -144,4 +145,5 @@ def test_a_read_only_root_is_read_and_never_written(tmp_path):
   assert (run.cached, run.computed) == (1, 1)
   _same({'img0': run.boxes['img0']}, shipped.boxes)
   assert sorted(p.name for p in (tmp_path / 'shipped').rglob('*')) == before
-  assert [p.name.split('-')[0] for p in proposal_cache.cache_folder(tmp_path / 'cache', params).glob('*.npz')] == ['img1']
+  written = proposal_cache.cache_folder(tmp_path / 'cache', params).glob('*.npz')
+  assert [p.name.split('-')[0] for p in written] == ['img1']

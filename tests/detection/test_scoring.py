@@ -97,7 +97,8 @@ def test_owners_cut_the_images_in_order_into_runs_of_about_equal_work():
              for i in range(6)]
   boxes = {str(i): np.zeros([n, 4]) for i, n in enumerate([99, 299, 9, 9, 9, 9])}
   assert scoring.owners(records, boxes, 1).tolist() == [0] * 6
-  assert scoring.owners(records, boxes, 2).tolist() == [0, 1, 1, 1, 1, 1]  # work 100 | 300 + 4 x 10: middles 50 | 250, 405, ...
+  # Work 100 | 300 + 4 x 10, total 440: middles 50 | 250, 405, ... at 2 / 440 per unit.
+  assert scoring.owners(records, boxes, 2).tolist() == [0, 1, 1, 1, 1, 1]
   assert scoring.owners(records, {str(i): np.zeros([9, 4]) for i in range(6)}, 3).tolist() == [0, 0, 1, 1, 2, 2]
   assert scoring.owners(records[:1], boxes, 4).tolist() == [2]  # one image: the process its middle falls to
 
